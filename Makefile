@@ -52,14 +52,36 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
+# Tests run with the optimized BLAS preloaded, like the trainer's run processes (mlx's own BLAS is ~30x slower).
 test: setup lint proto-check
-	$(VENV)/bin/pytest -q
+	LD_PRELOAD=$$($(PY) -m services.trainer.engine.blas) $(VENV)/bin/pytest -q --durations=20
 
+# Redis, optimizer, comparator, trainer, gateway and the UI in the background (logs in var/log/); returns once
+# all are healthy. `make stop` stops them (running work is checkpointed first).
 run: setup
-	$(VENV)/bin/peftlab train
+	$(PY) -m services.launcher start
 
-bench: setup
-	$(PY) -m bench.engine
+stop:
+	@if [ -x $(PY) ]; then $(PY) -m services.launcher stop; else echo "nothing to stop (no venv)"; fi
+
+bench: setup bench-optimizer bench-engine
+
+# Our LoRA/DoRA/QLoRA/full step against mlx_lm's CLI and PyTorch+PEFT, run with OPENBLAS_CORETYPE as this
+# machine sets it and unset; results in bench/results/engine.{json,md}. torch and peft are bench-only (CPU torch).
+.PHONY: bench-engine
+bench-engine: setup
+	$(PY) -m pip install -q torch==2.13.0 peft==0.21.2
+	@$(PY) -c "import sys, torch; sys.exit('torch is a CUDA build; want the CPU one' if torch.version.cuda else 0)"
+	LD_PRELOAD=$$($(PY) -m services.trainer.engine.blas) $(PY) -m bench.engine $(BENCH_ENGINE_ARGS)
+	LD_PRELOAD=$$($(PY) -m services.trainer.engine.blas) env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
+		$(PY) -m bench.engine $(BENCH_ENGINE_ARGS)
+
+# Suggest vs random, Optuna (TPE, GP) and scikit-optimize; results in bench/results/optimizer.{json,md}.
+# The baselines are bench-only: installed here, never in pyproject.toml (GPSampler needs torch, CPU build).
+.PHONY: bench-optimizer
+bench-optimizer: venv
+	$(PY) -m pip install -q optuna==5.0.0 scikit-optimize==0.10.2 torch==2.13.0
+	nice -n 15 env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) -m bench.optimizer
 
 clean:
 	rm -rf var/runs

@@ -50,7 +50,9 @@ def check() -> int:
             f for f in want & have if not filecmp.cmp(fresh / f, ROOT / f, shallow=False)
         )
     if stale:
-        print("generated proto code is stale; run `make proto` and commit:", *stale, sep="\n  ", file=sys.stderr)
+        print(
+            "generated proto code is stale; run `make proto` and commit:", *stale, sep="\n  ", file=sys.stderr
+        )
         return 1
     print(f"generated proto code is current ({len(want)} files)")
     return 0

@@ -1,0 +1,424 @@
+"""`peftlab`: the command line. `peftlab train` runs the engine locally (services/cli/train.py); every other
+command talks to the gateway (PEFTLAB_GATEWAY, default 127.0.0.1:50051; PEFTLAB_API_TOKEN when auth is on).
+
+    peftlab run submit run.yaml [--watch]     peftlab run watch ID      peftlab run list [--status running]
+    peftlab run get ID    peftlab run cancel ID    peftlab run resume ID    peftlab status
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+EXIT_ERROR = 2  # a call failed (bad input, unreachable gateway); 1 = the run itself failed or was cancelled
+RECONNECT_SECONDS = 60.0
+
+
+# ---- the gateway client ---------------------------------------------------------------------------------
+
+
+class Client:
+    """Thin wrapper over the gateway stub: every call carries the token and a deadline."""
+
+    def __init__(self, address: str, token: str, timeout: float = 30.0):
+        import grpc
+        from peftlab.v1 import gateway_pb2_grpc
+
+        self.address = address
+        self.channel = grpc.insecure_channel(address)
+        self.stub = gateway_pb2_grpc.GatewayStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.timeout = timeout
+
+    def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        return getattr(self.stub, method)(request, timeout=timeout or self.timeout, metadata=self.metadata)
+
+    def stream(self, method: str, request: Any, timeout: float = 7 * 24 * 3600.0) -> Iterator[Any]:
+        return getattr(self.stub, method)(request, timeout=timeout, metadata=self.metadata)
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _status_name(value: int) -> str:
+    from peftlab.v1 import common_pb2
+
+    return common_pb2.RunStatus.Name(value).removeprefix("RUN_STATUS_")
+
+
+def _age(ts) -> str:
+    if not ts.seconds:
+        return ""
+    seconds = max(0, time.time() - ts.seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _num(value: float, fmt: str = ".4f") -> str:
+    return format(value, fmt) if value and math.isfinite(value) else "-"
+
+
+# ---- run spec files ---------------------------------------------------------------------------------------
+
+
+def load_spec(path: Path):
+    """A YAML file of RunSpec fields (the same file `peftlab train --config` takes) as a RunSpec message;
+    only the fields it sets are sent (the rest take their defaults). Unknown fields fail here, with a hint."""
+    import yaml
+    from peftlab.v1 import common_pb2
+
+    from services.common.codec import fill
+
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise SystemExit(f"error: cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SystemExit(f"error: {path} is not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise SystemExit(f"error: {path}: expected a mapping of RunSpec field: value")
+    known = list(common_pb2.RunSpec.DESCRIPTOR.fields_by_name)
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            raise SystemExit(
+                f"error: {path}: unknown field {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            )
+    if isinstance(values.get("target_modules"), str):
+        values["target_modules"] = [m.strip() for m in values["target_modules"].split(",") if m.strip()]
+    try:
+        return fill(common_pb2.RunSpec(), values)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"error: {path}: {exc}") from None
+
+
+# ---- commands ---------------------------------------------------------------------------------------------
+
+
+def cmd_submit(client: Client, args: argparse.Namespace) -> int:
+    from peftlab.v1 import common_pb2, gateway_pb2
+
+    request = gateway_pb2.SubmitRunRequest(
+        spec=load_spec(args.spec),
+        name=args.name or args.spec.stem,
+        placement=common_pb2.Placement(device=args.device or "", trainer_id=args.trainer or ""),
+    )
+    for item in args.label or []:
+        key, _, value = item.partition("=")
+        request.labels[key] = value
+    run = client.call("SubmitRun", request).run
+    where = f"on trainer {run.trainer_id}" if run.trainer_id else "(queued: no trainer has a free slot)"
+    _console().print(f"run [bold]{run.id}[/] {_status_name(run.status)} {where}")
+    if args.watch:
+        return watch(client, run.id)
+    return 0
+
+
+def watch(client: Client, run_id: str, after: str = "") -> int:
+    """Follow a run's events with a live progress bar; reconnects (from the last event) if the gateway goes
+    away, and returns 0 when the run SUCCEEDED, 1 when it FAILED or was CANCELLED."""
+    import grpc
+    from peftlab.v1 import trainer_pb2
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = _console()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}  valid {task.fields[valid]}  {task.fields[tps]} tok/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    task = progress.add_task(run_id, total=None, loss="-", valid="-", tps="-")
+    final = ""
+    lost_since = 0.0
+    with progress:
+        while True:
+            try:
+                for response in client.stream(
+                    "WatchRun", trainer_pb2.WatchRunRequest(run_id=run_id, after_event_id=after)
+                ):
+                    event = response.event
+                    after = event.id
+                    lost_since = 0.0
+                    final = _show_event(progress, task, event) or final
+                break
+            except grpc.RpcError as exc:
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                    raise
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > RECONNECT_SECONDS:
+                    raise
+                progress.console.print(
+                    f"[yellow]gateway unavailable; reconnecting from event {after or 'start'}[/]"
+                )
+                time.sleep(2.0)
+    run = client.call("GetRun", trainer_pb2.GetRunRequest(run_id=run_id)).run
+    _print_outcome(console, run)
+    return 0 if _status_name(run.status) == "SUCCEEDED" else 1
+
+
+def _show_event(progress, task, event) -> str:
+    kind = event.WhichOneof("payload")
+    if kind == "step":
+        step = event.step
+        progress.update(
+            task,
+            total=step.total_steps,
+            completed=step.step,
+            loss=_num(step.train_loss, ".3f"),
+            tps=f"{step.tokens_per_second:,.0f}",
+        )
+    elif kind == "eval":
+        progress.update(task, valid=_num(event.eval.valid_loss, ".3f"))
+    elif kind == "started":
+        started = event.started
+        progress.console.print(
+            f"started: {started.trainable_parameters:,} trainable of {started.total_parameters:,} parameters, "
+            f"{started.backend}"
+            + (f", resuming at step {started.resume_step}" if started.resume_step else "")
+        )
+        if started.resume_step:
+            progress.update(task, completed=started.resume_step)
+    elif kind == "log":
+        progress.console.print(f"[dim]{event.log.message}[/]")
+    elif kind == "checkpoint":
+        progress.console.print(f"[dim]checkpoint at step {event.checkpoint.step}[/]")
+    elif kind == "status":
+        status = _status_name(event.status.status)
+        reason = f": {event.status.reason}" if event.status.reason else ""
+        progress.console.print(f"[cyan]{status}[/]{reason}")
+        return status
+    return ""
+
+
+def _print_outcome(console, run) -> None:
+    status = _status_name(run.status)
+    color = {"SUCCEEDED": "green", "FAILED": "red"}.get(status, "yellow")
+    console.print(f"run {run.id}: [bold {color}]{status}[/]")
+    if run.HasField("error") and run.error.message:
+        field = f"{run.error.field}: " if run.error.field else ""
+        console.print(f"  error ({run.error.code}): {field}{run.error.message}")
+    if run.HasField("metrics") and run.metrics.steps:
+        m = run.metrics
+        console.print(
+            f"  steps {m.steps}  train loss {_num(m.final_train_loss)}  valid loss {_num(m.final_valid_loss)}"
+            f"  test loss {_num(m.test_loss)}  {m.tokens_per_second:,.0f} tok/s  {m.wall_seconds:.1f}s"
+        )
+        if m.HasField("task"):
+            console.print(f"  {m.task.task}: exact match {m.task.exact_match:.1%} on {m.task.n} test samples")
+        console.print(f"  run dir: {m.run_dir or run.run_dir}")
+
+
+def cmd_watch(client: Client, args: argparse.Namespace) -> int:
+    return watch(client, args.run_id, args.after or "")
+
+
+def cmd_list(client: Client, args: argparse.Namespace) -> int:
+    from peftlab.v1 import common_pb2, trainer_pb2
+    from rich.table import Column, Table
+
+    statuses = []
+    for name in args.status or []:
+        key = f"RUN_STATUS_{name.upper()}"
+        if key not in common_pb2.RunStatus.keys():
+            raise SystemExit(f"error: unknown status {name!r}")
+        statuses.append(common_pb2.RunStatus.Value(key))
+    reply = client.call("ListRuns", trainer_pb2.ListRunsRequest(page_size=args.limit, statuses=statuses))
+    # Ids are what people copy into the next command: never wrapped or cut; other columns give way.
+    id_width = max([len(r.id) for r in reply.runs] + [2])
+    table = Table(
+        Column("id", no_wrap=True, min_width=id_width),
+        *(
+            Column(name, no_wrap=True)
+            for name in ("name", "status", "trainer", "step", "loss", "valid", "created")
+        ),
+    )
+    for run in reply.runs:
+        p = run.progress
+        table.add_row(
+            run.id,
+            run.name,
+            _status_name(run.status),
+            run.trainer_id,
+            f"{p.step}/{p.total_steps}" if p.total_steps else "",
+            _num(p.train_loss, ".3f"),
+            _num(p.valid_loss, ".3f"),
+            _age(run.created_at),
+        )
+    _console().print(table)
+    if reply.next_page_token:
+        _console().print(f"[dim](more: --limit {args.limit * 2})[/]")
+    return 0
+
+
+def cmd_get(client: Client, args: argparse.Namespace) -> int:
+    from google.protobuf import json_format
+    from peftlab.v1 import trainer_pb2
+
+    run = client.call("GetRun", trainer_pb2.GetRunRequest(run_id=args.run_id)).run
+    print(json_format.MessageToJson(run, preserving_proto_field_name=True))
+    return 0
+
+
+def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
+    from peftlab.v1 import trainer_pb2
+
+    run = client.call(
+        "CancelRun", trainer_pb2.CancelRunRequest(run_id=args.run_id, reason=args.reason or "")
+    ).run
+    _console().print(
+        f"run {run.id}: {_status_name(run.status)} (a running run checkpoints, then becomes CANCELLED)"
+    )
+    return 0
+
+
+def cmd_resume(client: Client, args: argparse.Namespace) -> int:
+    from peftlab.v1 import trainer_pb2
+
+    run = client.call("ResumeRun", trainer_pb2.ResumeRunRequest(run_id=args.run_id)).run
+    _console().print(
+        f"run {run.id}: {_status_name(run.status)}" + (f" on {run.trainer_id}" if run.trainer_id else "")
+    )
+    return watch(client, run.id, run.progress.last_event_id) if args.watch else 0
+
+
+def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    from peftlab.v1 import gateway_pb2
+    from rich.table import Table
+
+    status = client.call("GetStatus", gateway_pb2.GetStatusRequest(), timeout=10)
+    console = _console()
+    services = Table("service", "address", "health", title=f"peftlab {status.version}")
+    for s in status.services:
+        services.add_row(s.name, s.address, "[green]ok[/]" if s.healthy else f"[red]down[/] {s.detail}")
+    console.print(services)
+    trainers = Table(
+        "trainer", "address", "device", "memory (avail/total)", "slots", "runs", "heartbeat", title="trainers"
+    )
+    for t in status.trainers:
+        hw = t.hardware
+        memory = f"{hw.available_memory_bytes / 2**30:.1f}/{hw.total_memory_bytes / 2**30:.1f} GiB"
+        slots = f"{t.busy_slots}/{t.slots}" + (" draining" if t.draining else "")
+        trainers.add_row(
+            t.id,
+            t.address,
+            f"{hw.device_kind}: {hw.device_name}",
+            memory,
+            slots,
+            ", ".join(t.run_ids),
+            _age(t.last_heartbeat),
+        )
+    console.print(trainers if status.trainers else "[yellow]no trainer registered[/]")
+    counts = ", ".join(f"{_status_name(c.status).lower()} {c.count}" for c in status.runs) or "none"
+    console.print(f"runs: {counts}")
+    return 0 if all(s.healthy for s in status.services if s.name in ("gateway", "redis")) else 1
+
+
+# ---- argument parsing ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="peftlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--gateway", default=os.environ.get("PEFTLAB_GATEWAY", "127.0.0.1:50051"), help="gateway host:port"
+    )
+    parser.add_argument(
+        "--token", default=os.environ.get("PEFTLAB_API_TOKEN", ""), help="bearer token (PEFTLAB_API_TOKEN)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    # `peftlab train` is the lead's: the engine run locally, no services (services/cli/train.py).
+    from services.cli import train
+
+    train_parser = commands.add_parser("train", help="train locally with the engine (no services needed)")
+    train.add_arguments(train_parser)
+    train_parser.set_defaults(local=train.main)
+
+    run = commands.add_parser("run", help="runs on the gateway").add_subparsers(
+        dest="run_command", required=True
+    )
+    submit = run.add_parser("submit", help="submit a run from a YAML file of RunSpec fields")
+    submit.add_argument(
+        "spec", type=Path, help="YAML file, e.g. {model: tiny-llama, method: lora, iters: 50}"
+    )
+    submit.add_argument("--name", help="run label (default: the file's name)")
+    submit.add_argument("--device", choices=["cpu", "gpu", "apple", "cuda"], help="preferred trainer device")
+    submit.add_argument("--trainer", help="preferred trainer id")
+    submit.add_argument("--label", action="append", metavar="KEY=VALUE", help="a label (repeatable)")
+    submit.add_argument("--watch", action="store_true", help="follow the run after submitting it")
+    submit.set_defaults(handler=cmd_submit)
+    watch_parser = run.add_parser("watch", help="follow a run's progress (resumable)")
+    watch_parser.add_argument("run_id")
+    watch_parser.add_argument("--after", help="start after this event id")
+    watch_parser.set_defaults(handler=cmd_watch)
+    listing = run.add_parser("list", help="runs, newest first")
+    listing.add_argument("--status", action="append", help="only this status (repeatable), e.g. running")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(handler=cmd_list)
+    get = run.add_parser("get", help="one run as JSON")
+    get.add_argument("run_id")
+    get.set_defaults(handler=cmd_get)
+    cancel = run.add_parser("cancel", help="cancel a run (it keeps its newest checkpoint)")
+    cancel.add_argument("run_id")
+    cancel.add_argument("--reason")
+    cancel.set_defaults(handler=cmd_cancel)
+    resume = run.add_parser("resume", help="resume a failed, cancelled or lost run from its checkpoint")
+    resume.add_argument("run_id")
+    resume.add_argument("--watch", action="store_true")
+    resume.set_defaults(handler=cmd_resume)
+
+    status = commands.add_parser("status", help="services, trainers and runs at a glance")
+    status.set_defaults(handler=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "local", None):
+        return args.local(args)
+    import grpc
+
+    client = Client(args.gateway, args.token)
+    try:
+        return args.handler(client, args)
+    except grpc.RpcError as exc:
+        hint = (
+            " (is the gateway running? `make run` starts it)"
+            if exc.code() == grpc.StatusCode.UNAVAILABLE
+            else ""
+        )
+        _console(stderr=True).print(f"[red]error[/] {exc.code().name}: {exc.details()}{hint}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        client.channel.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

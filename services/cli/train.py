@@ -1,0 +1,159 @@
+"""`peftlab train`: run the engine locally, no services needed. Precedence: CLI flags > --config YAML > defaults."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+SHORTCUTS = {
+    "model": "model dir (default: the converted SmolLM2-135M-Instruct)",
+    "data": "dataset dir with train/valid/test.jsonl (default: the generated extraction task)",
+    "method": "lora | dora | qlora | full",
+    "iters": "optimizer steps",
+    "rank": "LoRA rank",
+    "learning_rate": "peak learning rate",
+    "batch_size": "rows per micro-batch",
+    "seed": "random seed",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML file of RunSpec fields")
+    for name, help_text in SHORTCUTS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help=help_text)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="any other RunSpec field"
+    )
+    parser.add_argument("--output", type=Path, help="run dir (default: var/runs/<time>-<method>)")
+    parser.add_argument(
+        "--resume", type=Path, metavar="DIR", help="continue the run in DIR from its last checkpoint"
+    )
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip scoring the base model before training"
+    )
+
+
+def build_spec(args: argparse.Namespace):
+    from services.trainer.engine.spec import RunSpec
+
+    values: dict = {}
+    if args.resume:
+        import json
+
+        values.update(json.loads((args.resume / "spec.json").read_text()))
+    if args.config:
+        values.update(RunSpec.from_yaml(args.config).to_dict())
+    for name in SHORTCUTS:
+        if getattr(args, name, None) is not None:
+            values[name] = getattr(args, name)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects FIELD=VALUE, got {item!r}")
+        values[key.strip()] = value.strip()
+    return RunSpec.from_dict(values)
+
+
+class ProgressBar:
+    """tqdm bar fed by the engine's callback hooks."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.bar = None
+        self.valid = float("nan")
+
+    def callback(self):
+        from services.trainer.engine.callbacks import TrainingCallback
+
+        outer = self
+
+        class Hooks(TrainingCallback):
+            def on_start(self, info: dict) -> None:
+                spec = info["spec"]
+                mem = info["predicted_peak_memory_bytes"] / 2**30
+                print(
+                    f"{spec['method']} on {info['base_model']}: {info['trainable_parameters']:,} trainable of "
+                    f"{info['total_parameters']:,} parameters; predicted peak memory {mem:.2f} GiB; {info['backend']}"
+                )
+                outer.bar = outer._tqdm(total=spec["iters"], initial=info["resumed_from_step"], unit="step")
+
+            def on_step(self, m) -> None:
+                outer.bar.update(1)
+                outer.bar.set_postfix(
+                    loss=f"{m.train_loss:.3f}", valid=f"{outer.valid:.3f}", tok_s=f"{m.tokens_per_second:.0f}"
+                )
+
+            def on_eval(self, m) -> None:
+                outer.valid = m.valid_loss
+
+            def on_log(self, message: str) -> None:
+                (outer.bar.write if outer.bar else print)(message)
+
+            def on_end(self, result) -> None:
+                if outer.bar:
+                    outer.bar.close()
+
+        return Hooks()
+
+
+def print_result(result, baseline) -> None:
+    rows = [
+        ("status", result.status),
+        ("steps", result.steps),
+        ("train loss (last step)", f"{result.final_train_loss:.4f}"),
+        ("valid loss / perplexity", f"{result.final_valid_loss:.4f} / {result.valid_perplexity:.2f}"),
+        ("test loss / perplexity", f"{result.test_loss:.4f} / {result.test_perplexity:.2f}"),
+        ("tokens/s (training)", f"{result.tokens_per_second:.0f}"),
+        ("wall time", f"{result.wall_seconds:.1f} s (training {result.train_seconds:.1f} s)"),
+        (
+            "peak memory (MLX)",
+            f"{result.peak_memory_bytes / 2**20:.0f} MiB (predicted {result.predicted_peak_memory_bytes / 2**20:.0f} MiB)",
+        ),
+        ("peak RSS", f"{result.peak_rss_bytes / 2**20:.0f} MiB"),
+        ("trainable parameters", f"{result.trainable_parameters:,} of {result.total_parameters:,}"),
+        ("adapter size", f"{result.adapter_bytes / 2**20:.2f} MiB"),
+    ]
+    if result.task is not None:
+        before = f"{baseline.exact_match:.1%} -> " if baseline is not None else ""
+        rows.append((f"test exact match ({result.task.n} samples)", f"{before}{result.task.exact_match:.1%}"))
+        for name, acc in sorted(result.task.field_accuracy.items()):
+            rows.append((f"  field {name}", f"{acc:.1%}"))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    print(f"run dir: {result.run_dir}")
+
+
+def main(args: argparse.Namespace) -> int:
+    from services.trainer.engine.blas import ensure_preloaded
+
+    ensure_preloaded()  # re-execs with OpenBLAS on Linux CPU when mlx is not yet imported
+    from services.trainer.engine import api
+    from services.trainer.engine.errors import EngineError
+    from services.trainer.engine.paths import runs_dir
+
+    try:
+        spec = build_spec(args)
+        run_dir = args.resume or args.output or runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{spec.method}"
+        baseline = None
+        if not args.resume and not args.no_baseline and spec.test_samples:
+            print(f"scoring the base model on {spec.test_samples} test samples ...", flush=True)
+            baseline = api.score_base_model(spec)
+            if baseline is not None:
+                print(f"base model exact match: {baseline.exact_match:.1%}")
+        result = api.train(spec, Path(run_dir), resume=bool(args.resume), callback=ProgressBar().callback())
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_result(result, baseline)
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="peftlab train", description=__doc__)
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))

@@ -1,0 +1,665 @@
+"""Run state, run events and the trainer registry in Redis (ARCHITECTURE.md §3).
+
+Key layout (every key starts with the configurable prefix, default `peftlab:`):
+
+    run:{id}               hash: status, spec (JSON), trainer, timestamps (ms), progress, metrics, error, ...
+    run:{id}:events        stream, capped (XADD MAXLEN ~): fields `kind` and `data` (JSON); see EVENT_KINDS
+    runs                   zset of every run id, scored by a creation sequence number (newest = highest)
+    runs:seq               counter behind those scores
+    runs:status:{STATUS}   zset per status, same scores: paged listing filtered by status without a scan
+    queue                  zset of runs waiting for a trainer (QUEUED, or RESUMING with no trainer), FIFO
+    events                 stream of every status change (fields run_id, status): wakes the gateway's placer
+    trainers               set of trainer ids that registered (dead ones are pruned by the reaper)
+    trainer:{id}           hash with a TTL, renewed by the trainer's heartbeat: address, hardware, slots, ...
+    trainer:{id}:runs      set of the run ids holding that trainer's slots
+
+Every write that touches more than one key runs as one Lua script, so a crash never leaves half a run and
+two gateways can never book the same slot twice. The status machine is enforced inside the scripts: a
+transition names the statuses it may come from (derived from TRANSITIONS) and fails if the run is in
+another one. The scripts build key names from the prefix, so this needs a single Redis node (no cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+
+STATUSES = ("QUEUED", "PLACED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "LOST", "RESUMING")
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+# Statuses in which a run may hold a trainer slot (RESUMING only once placed).
+ACTIVE = frozenset({"PLACED", "RUNNING", "RESUMING"})
+RESUMABLE = frozenset({"FAILED", "CANCELLED", "LOST"})
+
+# The status machine: which statuses each status may move to. RESUMING -> RESUMING is its placement on (or
+# release from) a trainer; PLACED -> QUEUED is a placement the trainer refused or could not be reached for.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "QUEUED": frozenset({"PLACED", "CANCELLED", "FAILED"}),
+    "PLACED": frozenset({"RUNNING", "QUEUED", "FAILED", "CANCELLED", "LOST"}),
+    "RUNNING": frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "LOST"}),
+    "SUCCEEDED": frozenset(),
+    "FAILED": frozenset({"RESUMING"}),
+    "CANCELLED": frozenset({"RESUMING"}),
+    "LOST": frozenset({"RESUMING", "FAILED", "CANCELLED"}),
+    "RESUMING": frozenset({"RESUMING", "RUNNING", "FAILED", "CANCELLED", "LOST"}),
+}
+
+# Event kinds in run:{id}:events and their `data` (JSON):
+#   status      {status, previous, trainer_id, reason, error?: {code, field, message}}
+#   started     the engine's on_start info (trainable_parameters, backend, resume_step, ...)
+#   step        StepMetrics fields;  eval  EvalMetrics fields
+#   checkpoint  {step, path};  log  {message};  result  RunResult fields (final metrics)
+EVENT_KINDS = ("status", "started", "step", "eval", "checkpoint", "log", "result")
+
+_EVENT_ID = re.compile(r"^\d+(-\d+)?$")
+
+# ---- Lua ----------------------------------------------------------------------------------------------
+# Options arrive as one JSON argument; absent keys are left out (cjson turns JSON null into a truthy value).
+
+_CHECK_CLAIM = """
+local function check_claim(p, id, trainer)
+  local tkey = p .. 'trainer:' .. trainer
+  if redis.call('EXISTS', tkey) == 0 then return 'trainer-gone' end
+  local slots = tonumber(redis.call('HGET', tkey, 'slots') or '0')
+  local rkey = tkey .. ':runs'
+  if redis.call('SISMEMBER', rkey, id) == 0 and redis.call('SCARD', rkey) >= slots then return 'no-slot' end
+  return nil
+end
+"""
+
+_CREATE = (
+    _CHECK_CLAIM
+    + """
+-- ARGV: prefix, run id, options {fields, claim?, now, maxlen, reason}
+local p, id = ARGV[1], ARGV[2]
+local o = cjson.decode(ARGV[3])
+local key = p .. 'run:' .. id
+if redis.call('EXISTS', key) == 1 then return {'exists'} end
+if o.claim then
+  local refused = check_claim(p, id, o.claim)
+  if refused then return {refused, o.claim} end
+end
+local seq = redis.call('INCR', p .. 'runs:seq')
+local status = o.claim and 'PLACED' or 'QUEUED'
+local hset = {'status', status, 'seq', seq, 'created_at', o.now, 'updated_at', o.now, 'trainer', o.claim or ''}
+for k, v in pairs(o.fields) do table.insert(hset, k); table.insert(hset, v) end
+redis.call('HSET', key, unpack(hset))
+redis.call('ZADD', p .. 'runs', seq, id)
+redis.call('ZADD', p .. 'runs:status:' .. status, seq, id)
+local ekey = key .. ':events'
+local last = redis.call('XADD', ekey, 'MAXLEN', '~', o.maxlen, '*', 'kind', 'status', 'data',
+  cjson.encode({status = 'QUEUED', previous = '', trainer_id = '', reason = o.reason}))
+if o.claim then
+  redis.call('SADD', p .. 'trainer:' .. o.claim .. ':runs', id)
+  last = redis.call('XADD', ekey, 'MAXLEN', '~', o.maxlen, '*', 'kind', 'status', 'data',
+    cjson.encode({status = 'PLACED', previous = 'QUEUED', trainer_id = o.claim, reason = 'started on its trainer'}))
+else
+  redis.call('ZADD', p .. 'queue', seq, id)
+end
+redis.call('XADD', p .. 'events', 'MAXLEN', '~', 10000, '*', 'run_id', id, 'status', status)
+redis.call('HSET', key, 'last_event_id', last)
+return {'ok', tostring(seq), last}
+"""
+)
+
+_TRANSITION = (
+    _CHECK_CLAIM
+    + """
+-- ARGV: prefix, run id, options {to, from[], expect_trainer?, claim?, release?, queue?, set{}, del[], events[],
+--        reason, error?, now, maxlen}
+local p, id = ARGV[1], ARGV[2]
+local o = cjson.decode(ARGV[3])
+local key = p .. 'run:' .. id
+local cur = redis.call('HGET', key, 'status')
+if not cur then return {'missing'} end
+local allowed = false
+for _, s in ipairs(o.from) do if s == cur then allowed = true end end
+if not allowed then return {'status', cur} end
+local trainer = redis.call('HGET', key, 'trainer') or ''
+if o.expect_trainer and o.expect_trainer ~= trainer then return {'trainer', trainer} end
+if o.claim then
+  local refused = check_claim(p, id, o.claim)
+  if refused then return {refused, o.claim} end
+end
+if o.release and trainer ~= '' then redis.call('SREM', p .. 'trainer:' .. trainer .. ':runs', id) end
+if o.claim then redis.call('SADD', p .. 'trainer:' .. o.claim .. ':runs', id) end
+local seq = redis.call('HGET', key, 'seq')
+if o.to ~= cur then
+  redis.call('ZREM', p .. 'runs:status:' .. cur, id)
+  redis.call('ZADD', p .. 'runs:status:' .. o.to, seq, id)
+end
+if o.queue == 'add' then redis.call('ZADD', p .. 'queue', seq, id) end
+if o.queue == 'remove' then redis.call('ZREM', p .. 'queue', id) end
+local hset = {'status', o.to, 'updated_at', o.now}
+for k, v in pairs(o.set) do table.insert(hset, k); table.insert(hset, v) end
+redis.call('HSET', key, unpack(hset))
+if #o.del > 0 then redis.call('HDEL', key, unpack(o.del)) end
+local ekey = key .. ':events'
+local last = ''
+for _, e in ipairs(o.events) do
+  last = redis.call('XADD', ekey, 'MAXLEN', '~', o.maxlen, '*', 'kind', e.kind, 'data', e.data)
+end
+local ev = {status = o.to, previous = cur, trainer_id = redis.call('HGET', key, 'trainer') or '', reason = o.reason}
+if o.error then ev.error = o.error end
+last = redis.call('XADD', ekey, 'MAXLEN', '~', o.maxlen, '*', 'kind', 'status', 'data', cjson.encode(ev))
+redis.call('XADD', p .. 'events', 'MAXLEN', '~', 10000, '*', 'run_id', id, 'status', o.to)
+redis.call('HSET', key, 'last_event_id', last)
+return {'ok', cur, last}
+"""
+)
+
+_APPEND = """
+-- ARGV: prefix, run id, kind, data, maxlen, attempt, now, progress {field: value}
+local p, id = ARGV[1], ARGV[2]
+local key = p .. 'run:' .. id
+local cur = redis.call('HGET', key, 'status')
+if not cur then return {'missing'} end
+if cur ~= 'RUNNING' and cur ~= 'PLACED' and cur ~= 'RESUMING' then return {'status', cur} end
+if (redis.call('HGET', key, 'attempt') or '0') ~= ARGV[6] then return {'attempt', cur} end
+local eid = redis.call('XADD', key .. ':events', 'MAXLEN', '~', ARGV[5], '*', 'kind', ARGV[3], 'data', ARGV[4])
+local hset = {'last_event_id', eid, 'updated_at', ARGV[7]}
+for k, v in pairs(cjson.decode(ARGV[8])) do table.insert(hset, k); table.insert(hset, v) end
+redis.call('HSET', key, unpack(hset))
+return {'ok', eid}
+"""
+
+
+# ---- records ------------------------------------------------------------------------------------------
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+PROGRESS_FIELDS = ("step", "total_steps", "train_loss", "valid_loss", "tokens_per_second", "elapsed_seconds")
+
+
+@dataclass
+class RunRecord:
+    """A run as stored in its hash. Times are Unix milliseconds (0 = not yet)."""
+
+    id: str
+    status: str = "QUEUED"
+    spec: dict[str, Any] = field(default_factory=dict)  # the fields the submitter set; the rest default
+    name: str = ""
+    trainer: str = ""
+    previous_trainer: str = ""
+    created_at: int = 0
+    updated_at: int = 0
+    started_at: int = 0
+    finished_at: int = 0
+    error: dict[str, str] | None = None  # {code, field, message}
+    metrics: dict[str, Any] | None = None
+    progress: dict[str, float] = field(default_factory=dict)
+    last_event_id: str = ""
+    run_dir: str = ""
+    experiment_id: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    attempt: int = 0
+    placement: dict[str, Any] = field(default_factory=dict)
+    auto_resumes: int = 0  # times the gateway resumed it after its trainer was lost
+    seq: int = 0
+
+    _JSON = ("spec", "error", "metrics", "labels", "placement")
+
+    def creation_fields(self) -> dict[str, str]:
+        """The hash fields a new run starts with (status, seq and timestamps are the script's)."""
+        out = {
+            "id": self.id,
+            "name": self.name,
+            "spec": json.dumps(self.spec, sort_keys=True),
+            "experiment_id": self.experiment_id,
+            "labels": json.dumps(self.labels, sort_keys=True),
+            "placement": json.dumps(self.placement, sort_keys=True),
+            "attempt": str(self.attempt),
+            "run_dir": self.run_dir,
+        }
+        return out
+
+    @classmethod
+    def from_hash(cls, values: dict[str, str]) -> RunRecord:
+        def num(name: str, kind: type = int) -> Any:
+            text = values.get(name, "")
+            return kind(text) if text else kind(0)
+
+        def load(name: str) -> Any:
+            text = values.get(name, "")
+            return json.loads(text) if text else None
+
+        return cls(
+            id=values["id"],
+            status=values.get("status", "QUEUED"),
+            spec=load("spec") or {},
+            name=values.get("name", ""),
+            trainer=values.get("trainer", ""),
+            previous_trainer=values.get("previous_trainer", ""),
+            created_at=num("created_at"),
+            updated_at=num("updated_at"),
+            started_at=num("started_at"),
+            finished_at=num("finished_at"),
+            error=load("error"),
+            metrics=load("metrics"),
+            progress={k: float(values[k]) for k in PROGRESS_FIELDS if values.get(k)},
+            last_event_id=values.get("last_event_id", ""),
+            run_dir=values.get("run_dir", ""),
+            experiment_id=values.get("experiment_id", ""),
+            labels=load("labels") or {},
+            attempt=num("attempt"),
+            placement=load("placement") or {},
+            auto_resumes=num("auto_resumes"),
+            seq=num("seq"),
+        )
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    id: str  # stream id "<ms>-<seq>"
+    run_id: str
+    kind: str
+    data: dict[str, Any]
+
+    @property
+    def time_ms(self) -> int:
+        return int(self.id.split("-", 1)[0])
+
+
+@dataclass
+class TrainerRecord:
+    """A trainer's registry entry. `run_ids` (its busy slots) comes from trainer:{id}:runs."""
+
+    id: str
+    address: str
+    slots: int = 1
+    hardware: dict[str, Any] = field(default_factory=dict)
+    version: str = ""
+    runs_root: str = ""
+    started_at: int = 0
+    heartbeat_at: int = 0
+    draining: bool = False  # shutting down: alive (its runs are checkpointing) but takes no new runs
+    run_ids: list[str] = field(default_factory=list)
+
+    @property
+    def free_slots(self) -> int:
+        return 0 if self.draining else max(0, self.slots - len(self.run_ids))
+
+    def to_hash(self) -> dict[str, str]:
+        return {
+            "id": self.id,
+            "address": self.address,
+            "slots": str(self.slots),
+            "hardware": json.dumps(self.hardware, sort_keys=True),
+            "version": self.version,
+            "runs_root": self.runs_root,
+            "started_at": str(self.started_at),
+            "heartbeat_at": str(self.heartbeat_at),
+            "draining": "1" if self.draining else "0",
+        }
+
+    @classmethod
+    def from_hash(cls, values: dict[str, str], run_ids: Iterable[str] = ()) -> TrainerRecord:
+        return cls(
+            id=values["id"],
+            address=values.get("address", ""),
+            slots=int(values.get("slots") or 0),
+            hardware=json.loads(values.get("hardware") or "{}"),
+            version=values.get("version", ""),
+            runs_root=values.get("runs_root", ""),
+            started_at=int(values.get("started_at") or 0),
+            heartbeat_at=int(values.get("heartbeat_at") or 0),
+            draining=values.get("draining") == "1",
+            run_ids=sorted(run_ids),
+        )
+
+
+class TransitionRefused(FailedPrecondition):
+    """The run is not in a status (or on a trainer) the requested change may start from."""
+
+    def __init__(self, message: str, current: str):
+        super().__init__(message)
+        self.current = current
+
+
+class TrainerGone(FailedPrecondition):
+    """The trainer to place on has no live registry entry (its heartbeat expired)."""
+
+
+def check_event_id(value: str, field_name: str = "after_event_id") -> str:
+    if value and not _EVENT_ID.match(value):
+        raise InvalidArgument(f"must be a stream id like '1712345678901-0', got {value!r}", field_name)
+    return value
+
+
+# ---- the store ----------------------------------------------------------------------------------------
+
+
+class RunStore:
+    """All of peftlab's Redis reads and writes. Thread-safe (redis-py pools its connections)."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "peftlab:", events_maxlen: int = 10000):
+        self.r = client
+        self.prefix = prefix
+        self.events_maxlen = events_maxlen
+        self._create = client.register_script(_CREATE)
+        self._transition = client.register_script(_TRANSITION)
+        self._append = client.register_script(_APPEND)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "peftlab:", events_maxlen: int = 10000) -> RunStore:
+        client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+        return cls(client, prefix, events_maxlen)
+
+    def close(self) -> None:
+        self.r.close()
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.r.ping())
+        except redis.RedisError:
+            return False
+
+    # keys
+    def run_key(self, run_id: str) -> str:
+        return f"{self.prefix}run:{run_id}"
+
+    def events_key(self, run_id: str) -> str:
+        return f"{self.prefix}run:{run_id}:events"
+
+    def trainer_key(self, trainer_id: str) -> str:
+        return f"{self.prefix}trainer:{trainer_id}"
+
+    # ---- runs ----
+
+    def create_run(self, record: RunRecord, claim: str = "", reason: str = "submitted") -> RunRecord:
+        """Record a new run: QUEUED (and in the queue), or PLACED on `claim` with its slot taken."""
+        options: dict[str, Any] = {
+            "fields": record.creation_fields(),
+            "now": now_ms(),
+            "maxlen": self.events_maxlen,
+            "reason": reason,
+        }
+        if claim:
+            options["claim"] = claim
+        out = self._create(args=[self.prefix, record.id, json.dumps(options)])
+        if out[0] == "exists":
+            raise TransitionRefused(f"run {record.id} already exists", "")
+        self._raise_refused(record.id, out)
+        return self.get_run(record.id)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        values = self.r.hgetall(self.run_key(run_id))
+        if not values:
+            raise NotFound(f"no run {run_id!r}", "run_id")
+        return RunRecord.from_hash(values)
+
+    def get_runs(self, run_ids: list[str]) -> list[RunRecord]:
+        pipe = self.r.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.hgetall(self.run_key(run_id))
+        return [RunRecord.from_hash(v) for v in pipe.execute() if v]
+
+    def status_of(self, run_id: str) -> str:
+        status = self.r.hget(self.run_key(run_id), "status")
+        if status is None:
+            raise NotFound(f"no run {run_id!r}", "run_id")
+        return status
+
+    def transition(
+        self,
+        run_id: str,
+        to: str,
+        *,
+        only_from: Iterable[str] | None = None,
+        expect_trainer: str | None = None,
+        claim: str = "",
+        release: bool = False,
+        queue: str = "",
+        set_fields: dict[str, Any] | None = None,
+        delete: Iterable[str] = (),
+        reason: str = "",
+        error: dict[str, str] | None = None,
+        events: Iterable[tuple[str, dict[str, Any]]] = (),
+    ) -> tuple[str, str]:
+        """Move a run to status `to` atomically, with everything that goes with it.
+
+        `claim` takes a slot on that trainer (refused if it is gone or full); `release` frees the slot of the
+        run's current trainer; `queue` is "add" or "remove"; `events` are appended before the status event.
+        Returns (previous status, id of the status event). Raises TransitionRefused when the run's status is
+        not one the status machine (narrowed by `only_from`) allows to become `to`.
+        """
+        allowed = [s for s in STATUSES if to in TRANSITIONS[s]]
+        if only_from is not None:
+            allowed = [s for s in allowed if s in set(only_from)]
+        fields = {k: _hash_value(v) for k, v in (set_fields or {}).items()}
+        if error is not None:
+            fields["error"] = json.dumps(error)
+        options: dict[str, Any] = {
+            "to": to,
+            "from": allowed,
+            "set": fields,
+            "del": list(delete),
+            "events": [{"kind": k, "data": json.dumps(d, default=_json_default)} for k, d in events],
+            "reason": reason,
+            "now": now_ms(),
+            "maxlen": self.events_maxlen,
+            "release": bool(release),
+        }
+        if expect_trainer is not None:
+            options["expect_trainer"] = expect_trainer
+        if claim:
+            options["claim"] = claim
+        if queue:
+            options["queue"] = queue
+        if error is not None:
+            options["error"] = error
+        out = self._transition(args=[self.prefix, run_id, _lua_json(options)])
+        self._raise_refused(run_id, out, to)
+        return out[1], out[2]
+
+    def _raise_refused(self, run_id: str, out: list[str], to: str = "") -> None:
+        tag = out[0]
+        if tag == "ok":
+            return
+        if tag == "missing":
+            raise NotFound(f"no run {run_id!r}", "run_id")
+        if tag == "status":
+            raise TransitionRefused(f"run {run_id} is {out[1]}; it cannot become {to}", out[1])
+        if tag == "trainer":
+            raise TransitionRefused(f"run {run_id} is on trainer {out[1] or '(none)'}", out[1])
+        if tag == "trainer-gone":
+            raise TrainerGone(f"trainer {out[1]} is not registered (no heartbeat)")
+        if tag == "no-slot":
+            raise ResourceExhausted(f"trainer {out[1]} has no free slot")
+        raise RuntimeError(f"unexpected script result {out!r}")
+
+    def append_event(
+        self,
+        run_id: str,
+        kind: str,
+        data: dict[str, Any],
+        attempt: int,
+        progress: dict[str, Any] | None = None,
+    ) -> str | None:
+        """Append a step/eval/log/... event and update the run's progress fields, atomically.
+
+        Only while the run is active and still on this attempt (a stale child of a run that was lost and
+        resumed elsewhere must not write into the new attempt). Returns the event id, or None if refused.
+        """
+        out = self._append(
+            args=[
+                self.prefix,
+                run_id,
+                kind,
+                json.dumps(data, default=_json_default),
+                self.events_maxlen,
+                str(attempt),
+                now_ms(),
+                _lua_json({k: _hash_value(v) for k, v in (progress or {}).items()}),
+            ]
+        )
+        return out[1] if out[0] == "ok" else None
+
+    def read_events(
+        self, run_id: str, after: str = "", block_ms: int | None = None, count: int = 200
+    ) -> list[RunEvent]:
+        """Events strictly after stream id `after` ("" = from the oldest kept); blocks up to block_ms if none."""
+        after = check_event_id(after) or "0-0"
+        if block_ms is None:
+            entries = self.r.xrange(self.events_key(run_id), min=f"({after}", count=count)
+        else:
+            reply = self.r.xread({self.events_key(run_id): after}, count=count, block=block_ms)
+            entries = reply[0][1] if reply else []
+        return [
+            RunEvent(
+                id=eid,
+                run_id=run_id,
+                kind=fields.get("kind", ""),
+                data=json.loads(fields.get("data") or "{}"),
+            )
+            for eid, fields in entries
+        ]
+
+    def list_runs(
+        self,
+        statuses: Iterable[str] = (),
+        page_size: int = 50,
+        page_token: str = "",
+        trainer_id: str = "",
+        experiment_id: str = "",
+    ) -> tuple[list[RunRecord], str]:
+        """Runs newest first; the token is the creation sequence number of the last run returned."""
+        if page_token and not page_token.isdigit():
+            raise InvalidArgument("malformed page token (pass next_page_token unchanged)", "page_token")
+        keys = [f"{self.prefix}runs:status:{s}" for s in sorted(set(statuses))] or [f"{self.prefix}runs"]
+        cursor = int(page_token) if page_token else None
+        out: list[RunRecord] = []
+        while len(out) < page_size:
+            batch = self._merged_page(keys, cursor, page_size)
+            if not batch:
+                return out, ""
+            records = {r.id: r for r in self.get_runs([run_id for run_id, _ in batch])}
+            for run_id, seq in batch:
+                cursor = seq
+                record = records.get(run_id)
+                if record is None:
+                    continue
+                if trainer_id and record.trainer != trainer_id:
+                    continue
+                if experiment_id and record.experiment_id != experiment_id:
+                    continue
+                out.append(record)
+                if len(out) == page_size:
+                    break
+        more = bool(self._merged_page(keys, cursor, 1))
+        return out, (str(cursor) if more else "")
+
+    def _merged_page(self, keys: list[str], below: int | None, n: int) -> list[tuple[str, int]]:
+        top = f"({below}" if below is not None else "+inf"
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            pipe.zrevrangebyscore(key, top, "-inf", start=0, num=n, withscores=True)
+        merged = [(m, int(s)) for rows in pipe.execute() for m, s in rows]
+        merged.sort(key=lambda item: -item[1])
+        return merged[:n]
+
+    def queued(self) -> list[str]:
+        """Runs waiting for a trainer, oldest first."""
+        return list(self.r.zrange(f"{self.prefix}queue", 0, -1))
+
+    def runs_in(self, status: str) -> list[str]:
+        return list(self.r.zrange(f"{self.prefix}runs:status:{status}", 0, -1))
+
+    def count_by_status(self) -> dict[str, int]:
+        pipe = self.r.pipeline(transaction=False)
+        for status in STATUSES:
+            pipe.zcard(f"{self.prefix}runs:status:{status}")
+        return {s: n for s, n in zip(STATUSES, pipe.execute(), strict=True) if n}
+
+    def status_changes(self, after: str, block_ms: int) -> tuple[str, list[tuple[str, str]]]:
+        """Block until some run changes status (the placer's wake-up); returns (newest id, [(run, status)])."""
+        reply = self.r.xread({f"{self.prefix}events": after}, count=1000, block=block_ms)
+        if not reply:
+            return after, []
+        entries = reply[0][1]
+        return entries[-1][0], [(f["run_id"], f["status"]) for _, f in entries]
+
+    def latest_status_change(self) -> str:
+        entries = self.r.xrevrange(f"{self.prefix}events", count=1)
+        return entries[0][0] if entries else "0-0"
+
+    # ---- trainers ----
+
+    def register_trainer(self, record: TrainerRecord, ttl_seconds: float) -> None:
+        """Create or renew a trainer's registry entry; it expires `ttl_seconds` after the last renewal."""
+        record.heartbeat_at = now_ms()
+        key = self.trainer_key(record.id)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(key, mapping=record.to_hash())
+        pipe.pexpire(key, int(ttl_seconds * 1000))
+        pipe.sadd(f"{self.prefix}trainers", record.id)
+        pipe.execute()
+
+    def unregister_trainer(self, trainer_id: str) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(self.trainer_key(trainer_id))
+        pipe.srem(f"{self.prefix}trainers", trainer_id)
+        pipe.execute()
+
+    def trainer_alive(self, trainer_id: str) -> bool:
+        return bool(trainer_id) and bool(self.r.exists(self.trainer_key(trainer_id)))
+
+    def get_trainer(self, trainer_id: str) -> TrainerRecord:
+        found = self.list_trainers([trainer_id])
+        if not found:
+            raise NotFound(f"no live trainer {trainer_id!r}", "trainer_id")
+        return found[0]
+
+    def trainer_ids(self) -> list[str]:
+        return sorted(self.r.smembers(f"{self.prefix}trainers"))
+
+    def list_trainers(self, ids: list[str] | None = None) -> list[TrainerRecord]:
+        """Live trainers (registry entry not expired), sorted by id."""
+        ids = self.trainer_ids() if ids is None else ids
+        pipe = self.r.pipeline(transaction=False)
+        for trainer_id in ids:
+            pipe.hgetall(self.trainer_key(trainer_id))
+            pipe.smembers(self.trainer_key(trainer_id) + ":runs")
+        replies = pipe.execute()
+        out = []
+        for i in range(0, len(replies), 2):
+            if replies[i]:
+                out.append(TrainerRecord.from_hash(replies[i], replies[i + 1]))
+        return out
+
+    def trainer_slot_runs(self, trainer_id: str) -> set[str]:
+        return set(self.r.smembers(self.trainer_key(trainer_id) + ":runs"))
+
+    def forget_trainer(self, trainer_id: str) -> None:
+        """Drop a dead trainer's leftovers (its slot set and registry membership) once its runs are reaped."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.srem(f"{self.prefix}trainers", trainer_id)
+        pipe.delete(self.trainer_key(trainer_id) + ":runs")
+        pipe.execute()
+
+
+def _hash_value(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, default=_json_default)
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
+
+
+def _lua_json(value: Any) -> str:
+    # cjson decodes {} and [] alike, but it must never see null (a truthy value in Lua).
+    return json.dumps(value, default=_json_default, allow_nan=False)

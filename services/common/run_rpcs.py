@@ -1,0 +1,48 @@
+"""RPC bodies that the trainer and the gateway share: both read runs straight from Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+from peftlab.v1 import trainer_pb2
+
+from services.common import codec
+from services.common.errors import InvalidArgument
+from services.common.redis_store import RunStore
+from services.common.validation import check_id, page_size
+from services.common.watch import follow_run
+
+
+def list_runs(store: RunStore, request: trainer_pb2.ListRunsRequest) -> trainer_pb2.ListRunsResponse:
+    """ListRuns for both the trainer and the gateway (they list the same runs from Redis)."""
+    statuses = []
+    for value in request.statuses:
+        name = codec.status_name(value)
+        if not name:
+            raise InvalidArgument(f"unknown status {value}", "statuses")
+        statuses.append(name)
+    if request.experiment_id:
+        check_id(request.experiment_id, "experiment_id")
+    records, token = store.list_runs(
+        statuses=statuses,
+        page_size=page_size(request.page_size),
+        page_token=request.page_token,
+        trainer_id=request.trainer_id,
+        experiment_id=request.experiment_id,
+    )
+    return trainer_pb2.ListRunsResponse(runs=[codec.run_to_proto(r) for r in records], next_page_token=token)
+
+
+def watch_run(
+    store: RunStore, request: trainer_pb2.WatchRunRequest, context: grpc.ServicerContext
+) -> Iterator:
+    check_id(request.run_id, "run_id")
+    for event in follow_run(store, request.run_id, request.after_event_id, context.is_active):
+        yield trainer_pb2.WatchRunResponse(event=codec.event_to_proto(event))
+
+
+def evaluate_response(run_id: str, out: dict) -> trainer_pb2.EvaluateResponse:
+    response = trainer_pb2.EvaluateResponse(run_id=run_id)
+    codec.fill(response, out)
+    return response

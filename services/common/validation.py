@@ -1,0 +1,166 @@
+"""Request checks shared by the gateway and the trainer (each checks every request; nothing is written to
+Redis before they pass). Every error names the field and the rule it broke.
+
+File paths are confined to configured roots: a relative path is taken inside its root, an absolute one
+must lie inside it, and anything that normalizes to a path outside (`../../etc/passwd`) is INVALID_ARGUMENT. The spec itself is checked by the engine's own `RunSpec.from_dict`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.common.errors import InvalidArgument, NotFound
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_NAME = 200
+MAX_LABELS = 32
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_DATASET = "default"
+
+
+@dataclass(frozen=True)
+class Roots:
+    """Where request paths may point: models, datasets and run dirs."""
+
+    models: Path
+    data: Path
+    runs: Path
+
+    @classmethod
+    def from_paths(cls, models: Path, data: Path, runs: Path) -> Roots:
+        return cls(*(Path(os.path.abspath(os.path.expanduser(p))) for p in (models, data, runs)))
+
+
+def new_id(prefix: str) -> str:
+    """Sortable, readable ids: r-20250101-120000-ab12cd."""
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+def check_id(value: str, field: str) -> str:
+    if not _ID.match(value or ""):
+        raise InvalidArgument(
+            f"must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit; got {value!r}",
+            field,
+        )
+    return value
+
+
+def check_name(value: str, field: str = "name") -> str:
+    if len(value) > MAX_NAME:
+        raise InvalidArgument(f"must be at most {MAX_NAME} characters, got {len(value)}", field)
+    if any(ord(c) < 32 for c in value):
+        raise InvalidArgument("must not contain control characters", field)
+    return value
+
+
+def check_labels(labels: Mapping[str, str], field: str = "labels") -> dict[str, str]:
+    if len(labels) > MAX_LABELS:
+        raise InvalidArgument(f"at most {MAX_LABELS} labels, got {len(labels)}", field)
+    for key, value in labels.items():
+        if not 1 <= len(key) <= 64:
+            raise InvalidArgument(f"keys must be 1-64 characters, got {key!r}", field)
+        if len(value) > 256:
+            raise InvalidArgument(f"value of {key!r} must be at most 256 characters", field)
+    return dict(labels)
+
+
+def check_range(value: float, low: float, high: float, field: str) -> float:
+    if not low <= value <= high:
+        raise InvalidArgument(f"must be between {low} and {high}, got {value}", field)
+    return value
+
+
+def check_generation(prompt: str, max_tokens: int, temperature: float) -> int:
+    """Generate's inputs; returns max_tokens with its default (128) applied."""
+    if not 1 <= len(prompt) <= 32768:
+        raise InvalidArgument(f"must be 1..32768 characters, got {len(prompt)}", "prompt")
+    max_tokens = max_tokens or 128
+    check_range(max_tokens, 1, 4096, "max_tokens")
+    check_range(temperature, 0.0, 2.0, "temperature")
+    return max_tokens
+
+
+SPLITS = ("train", "valid", "test")
+
+
+def check_evaluation(split: str, max_batches: int, task_samples: int) -> str:
+    """Evaluate's inputs; returns the split with its default ("test") applied."""
+    split = split or "test"
+    if split not in SPLITS:
+        raise InvalidArgument(f"must be one of {', '.join(SPLITS)}, got {split!r}", "split")
+    if max_batches < -1:
+        raise InvalidArgument(
+            f"must be -1 or 0 (the whole split) or positive, got {max_batches}", "max_batches"
+        )
+    check_range(task_samples, 0, 10000, "task_samples")
+    return split
+
+
+def page_size(value: int, default: int = 50, maximum: int = 500) -> int:
+    if value == 0:
+        return default
+    return int(check_range(value, 1, maximum, "page_size"))
+
+
+def confine(value: str, root: Path, field: str) -> Path:
+    """`value` as a path inside `root` (relative paths are taken from the root)."""
+    if "\x00" in value:
+        raise InvalidArgument("must not contain NUL bytes", field)
+    # Lexical, not resolve(): `..` cannot climb out, while symlinks the operator put inside a root still work.
+    full = Path(os.path.normpath(os.path.join(root, os.path.expanduser(value))))
+    if full != root and root not in full.parents:
+        raise InvalidArgument(f"{value!r} is outside the allowed root {root}", field)
+    return full
+
+
+def model_dir(value: str, roots: Roots, field: str = "spec.model", must_exist: bool = True) -> Path:
+    path = confine(value or DEFAULT_MODEL, roots.models, field)
+    if must_exist and not (path / "config.json").is_file():
+        what = "no model dir" if not path.exists() else "not an mlx_lm model dir (no config.json)"
+        raise NotFound(f"{what} {value or DEFAULT_MODEL!r} under {roots.models}", field)
+    return path
+
+
+def dataset_dir(value: str, roots: Roots, field: str = "spec.data", must_exist: bool = True) -> Path:
+    path = confine(value or DEFAULT_DATASET, roots.data, field)
+    if must_exist and not path.is_dir():
+        raise NotFound(f"no dataset dir {value or DEFAULT_DATASET!r} under {roots.data}", field)
+    if must_exist and not (path / "train.jsonl").is_file():
+        raise NotFound(f"dataset {value or DEFAULT_DATASET!r} has no train.jsonl", field)
+    return path
+
+
+@dataclass(frozen=True)
+class CheckedSpec:
+    """A spec that passed every check: what to record (`submitted`, as the user wrote it) and what to run
+    (`resolved`, with model and data as absolute paths on this machine)."""
+
+    submitted: dict[str, Any]
+    resolved: dict[str, Any]
+    iters: int
+
+
+def check_spec(submitted: Mapping[str, Any], roots: Roots, field: str = "spec") -> CheckedSpec:
+    """Confine and resolve the spec's paths, then validate it with the engine's RunSpec rules."""
+    from services.trainer.engine.errors import SpecError
+    from services.trainer.engine.spec import RunSpec
+
+    submitted = dict(submitted)
+    resolved = dict(submitted)
+    resolved["model"] = str(model_dir(submitted.get("model", ""), roots, f"{field}.model", must_exist=False))
+    resolved["data"] = str(dataset_dir(submitted.get("data", ""), roots, f"{field}.data", must_exist=False))
+    try:
+        spec = RunSpec.from_dict(resolved)
+    except SpecError as exc:
+        raise InvalidArgument(exc.problem, f"{field}.{exc.field}") from None
+    # Existence last: a spec with a bad rank and a missing model reports the rule first.
+    model_dir(submitted.get("model", ""), roots, f"{field}.model")
+    dataset_dir(submitted.get("data", ""), roots, f"{field}.data")
+    return CheckedSpec(submitted=submitted, resolved=spec.to_dict(), iters=spec.iters)

@@ -1,0 +1,209 @@
+"""What the gateway can tell about models and datasets on disk (no gRPC): model dirs under the models root,
+dataset dirs under the data root, a line-by-line dataset check, and a preview with token counts.
+
+Record rules and tokenization are the engine's (services/trainer/engine/datasets.py), so what the gateway
+accepts is what training accepts.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    path: str
+    model_type: str = ""
+    quant_bits: int = 0
+    num_layers: int = 0
+    hidden_size: int = 0
+    vocab_size: int = 0
+    size_bytes: int = 0
+    chat_template: bool = False
+
+
+@dataclass
+class SplitInfo:
+    split: str
+    rows: int
+    size_bytes: int
+
+
+@dataclass
+class DatasetInfo:
+    name: str
+    path: str
+    format: str = ""
+    splits: list[SplitInfo] = field(default_factory=list)
+
+
+@dataclass
+class DatasetProblem:
+    file: str
+    line: int
+    problem: str
+
+
+@dataclass
+class PreviewRow:
+    line: int
+    json: str
+    format: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+def describe_model(path: Path) -> ModelInfo:
+    config = json.loads((path / "config.json").read_text())
+    tokenizer_config = path / "tokenizer_config.json"
+    has_template = (path / "chat_template.jinja").exists() or (
+        tokenizer_config.exists() and "chat_template" in json.loads(tokenizer_config.read_text())
+    )
+    return ModelInfo(
+        name=path.name,
+        path=str(path),
+        model_type=str(config.get("model_type", "")),
+        quant_bits=int((config.get("quantization") or {}).get("bits", 0)),
+        num_layers=int(config.get("num_hidden_layers", 0)),
+        hidden_size=int(config.get("hidden_size", 0)),
+        vocab_size=int(config.get("vocab_size", 0)),
+        size_bytes=sum(f.stat().st_size for f in path.glob("*.safetensors")),
+        chat_template=has_template,
+    )
+
+
+def list_models(root: Path) -> list[ModelInfo]:
+    if not root.is_dir():
+        return []
+    return [describe_model(p) for p in sorted(root.iterdir()) if (p / "config.json").is_file()]
+
+
+def _rows(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def _first_format(path: Path) -> str:
+    from services.trainer.engine.datasets import FORMATS
+
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    return ""
+                if isinstance(record, dict):
+                    return next(
+                        (name for name, keys in FORMATS.items() if all(k in record for k in keys)), ""
+                    )
+                return ""
+    return ""
+
+
+def describe_dataset(path: Path) -> DatasetInfo:
+    splits = [
+        SplitInfo(split, _rows(path / f"{split}.jsonl"), (path / f"{split}.jsonl").stat().st_size)
+        for split in SPLITS
+        if (path / f"{split}.jsonl").is_file()
+    ]
+    fmt = _first_format(path / "train.jsonl") if (path / "train.jsonl").is_file() else ""
+    return DatasetInfo(name=path.name, path=str(path), format=fmt, splits=splits)
+
+
+def list_datasets(root: Path) -> list[DatasetInfo]:
+    if not root.is_dir():
+        return []
+    return [describe_dataset(p) for p in sorted(root.iterdir()) if (p / "train.jsonl").is_file()]
+
+
+def validate_dataset(path: Path, max_problems: int = 50) -> tuple[bool, list[DatasetProblem]]:
+    """Every line of every split: JSON object, one known format per file, the engine's per-record rules."""
+    from services.trainer.engine.datasets import check_record, detect_format
+    from services.trainer.engine.errors import DatasetError
+
+    problems: list[DatasetProblem] = []
+
+    def add(file: Path, line: int, problem: str) -> bool:
+        problems.append(DatasetProblem(str(file), line, problem))
+        return len(problems) < max_problems
+
+    for required in ("train", "valid"):
+        if not (path / f"{required}.jsonl").is_file():
+            if not add(path / f"{required}.jsonl", 0, "file not found (train and valid are required)"):
+                return False, problems
+    for split in SPLITS:
+        file = path / f"{split}.jsonl"
+        if not file.is_file():
+            continue
+        fmt, count = "", 0
+        with open(file, encoding="utf-8", errors="replace") as fh:
+            for number, text in enumerate(fh, start=1):
+                if not text.strip():
+                    continue
+                count += 1
+                try:
+                    record = json.loads(text)
+                    if not isinstance(record, dict):
+                        raise DatasetError(
+                            file, f"expected a JSON object, got {type(record).__name__}", number
+                        )
+                    fmt = fmt or detect_format(record, file, number)
+                    check_record(record, fmt, file, number)
+                except json.JSONDecodeError as exc:
+                    if not add(file, number, f"invalid JSON ({exc.msg} at column {exc.colno})"):
+                        return False, problems
+                except DatasetError as exc:
+                    if not add(file, number, exc.problem):
+                        return False, problems
+        if count == 0 and not add(file, 0, "file is empty"):
+            return False, problems
+    return not problems, problems
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(model_dir: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def preview_dataset(path: Path, split: str, rows: int, model_dir: Path) -> tuple[list[PreviewRow], int]:
+    """The first `rows` records of a split with their prompt/completion token counts under the model's
+    tokenizer and chat template, and the split's row count."""
+    from services.trainer.engine.datasets import detect_format, encode
+
+    file = path / f"{split}.jsonl"
+    tokenizer = _tokenizer(str(model_dir))
+    out: list[PreviewRow] = []
+    total = 0
+    fmt = ""
+    with open(file, encoding="utf-8") as fh:
+        for number, text in enumerate(fh, start=1):
+            if not text.strip():
+                continue
+            total += 1
+            if len(out) >= rows:
+                continue
+            record = json.loads(text)
+            fmt = fmt or detect_format(record, file, number)
+            tokens, prompt_len = encode(record, fmt, tokenizer)
+            out.append(
+                PreviewRow(
+                    line=number,
+                    json=json.dumps(record, ensure_ascii=False),
+                    format=fmt,
+                    prompt_tokens=prompt_len,
+                    completion_tokens=len(tokens) - prompt_len,
+                    total_tokens=len(tokens),
+                )
+            )
+    return out, total

@@ -1,0 +1,220 @@
+"""The gateway's core: checks every request, records runs in Redis, has them placed, cancels and resumes
+them, and picks the trainer that serves a Generate or Evaluate call. The servicer wraps it in gRPC."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.common.logs import run_context
+from services.common.redis_store import (
+    ACTIVE,
+    RESUMABLE,
+    TERMINAL,
+    RunRecord,
+    RunStore,
+    TrainerRecord,
+    now_ms,
+)
+from services.common.validation import (
+    Roots,
+    check_id,
+    check_labels,
+    check_name,
+    check_range,
+    check_spec,
+    confine,
+    dataset_dir,
+    model_dir,
+    new_id,
+)
+from services.gateway import catalog
+from services.gateway.config import GatewayConfig
+from services.gateway.placement import DEVICES, Placer
+from services.gateway.trainers import TrainerClients
+
+log = logging.getLogger(__name__)
+
+
+def check_placement(placement: dict[str, Any]) -> dict[str, Any]:
+    device = placement.get("device", "")
+    if device not in DEVICES:
+        raise InvalidArgument(
+            f"must be one of {', '.join(repr(d) for d in DEVICES)}; got {device!r}", "placement.device"
+        )
+    if placement.get("trainer_id"):
+        check_id(placement["trainer_id"], "placement.trainer_id")
+    return {k: v for k, v in placement.items() if v}
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, store: RunStore, trainers: TrainerClients):
+        self.config = config
+        self.store = store
+        self.trainers = trainers
+        self.roots = Roots.from_paths(config.models_root, config.data_root, config.runs_root)
+        self.placer = Placer(
+            store,
+            trainers.dispatch,
+            interval=config.placement_interval,
+            auto_resume=config.auto_resume,
+            max_auto_resumes=config.max_auto_resumes,
+        )
+
+    def start(self) -> None:
+        self.placer.start()
+
+    def shutdown(self) -> None:
+        self.placer.stop()
+
+    # ---- runs ----
+
+    def submit(
+        self,
+        spec: dict[str, Any],
+        name: str = "",
+        placement: dict[str, Any] | None = None,
+        labels: dict[str, str] | None = None,
+        experiment_id: str = "",
+    ) -> RunRecord:
+        checked = check_spec(spec, self.roots)
+        check_name(name)
+        labels = check_labels(labels or {})
+        placement = check_placement(placement or {})
+        if experiment_id:
+            check_id(experiment_id, "experiment_id")
+        record = RunRecord(
+            id=new_id("r"),
+            spec=checked.submitted,
+            name=name,
+            labels=labels,
+            placement=placement,
+            experiment_id=experiment_id,
+        )
+        with run_context(record.id):
+            self.store.create_run(record)
+            log.info("run submitted")
+            self.placer.place_now()
+        return self.store.get_run(record.id)
+
+    def cancel(self, run_id: str, reason: str = "") -> RunRecord:
+        check_id(run_id, "run_id")
+        check_name(reason, "reason")
+        record = self.store.get_run(run_id)
+        if record.status in TERMINAL:
+            raise FailedPrecondition(f"run {run_id} already {record.status}", "run_id")
+        on_trainer = record.status in ACTIVE and record.trainer
+        if on_trainer and self.store.trainer_alive(record.trainer):
+            trainer = self.store.get_trainer(record.trainer)
+            try:
+                self.trainers.cancel(trainer.address, run_id, reason)
+                return self.store.get_run(run_id)
+            except Unavailable:
+                log.warning("trainer unreachable; cancelling in Redis", extra={"trainer_id": record.trainer})
+        # Nothing runs it (queued, lost, or its trainer is unreachable: its process sees the status and stops).
+        self.store.transition(
+            run_id,
+            "CANCELLED",
+            only_from=[record.status],
+            release=True,
+            queue="remove",
+            set_fields={"finished_at": now_ms()},
+            reason=reason or "cancel requested",
+        )
+        return self.store.get_run(run_id)
+
+    def resume(self, run_id: str) -> RunRecord:
+        check_id(run_id, "run_id")
+        record = self.store.get_run(run_id)
+        if record.status not in RESUMABLE:
+            raise FailedPrecondition(
+                f"run {run_id} is {record.status}; only FAILED, CANCELLED or LOST runs resume", "run_id"
+            )
+        with run_context(run_id):
+            self.store.transition(
+                run_id,
+                "RESUMING",
+                only_from=[record.status],
+                release=True,
+                queue="add",
+                set_fields={"trainer": "", "previous_trainer": record.trainer or record.previous_trainer},
+                delete=["error", "finished_at"],
+                reason="resume requested",
+            )
+            self.placer.place_now()
+        return self.store.get_run(run_id)
+
+    # ---- which trainer serves a call ----
+
+    def trainer_for_run(self, run_id: str) -> TrainerRecord:
+        """The live trainer that holds a finished run's adapter."""
+        check_id(run_id, "run_id")
+        record = self.store.get_run(run_id)
+        if record.status not in ("SUCCEEDED", "CANCELLED"):
+            raise FailedPrecondition(
+                f"run {run_id} is {record.status}; only SUCCEEDED or CANCELLED runs have an adapter", "run_id"
+            )
+        holder = record.trainer or record.previous_trainer
+        if not self.store.trainer_alive(holder):
+            raise Unavailable(
+                f"trainer {holder or '(none)'} that holds run {run_id}'s adapter is not running"
+            )
+        return self.store.get_trainer(holder)
+
+    def any_trainer(self) -> TrainerRecord:
+        """A live trainer for base-model generation, the least busy first."""
+        trainers = [t for t in self.store.list_trainers() if not t.draining]
+        if not trainers:
+            raise Unavailable("no trainer is registered; start one (make run starts one)")
+        return min(trainers, key=lambda t: (len(t.run_ids) - t.slots, t.id))
+
+    def check_model(self, model: str, field: str = "model") -> Path:
+        return model_dir(model, self.roots, field)
+
+    # ---- models and datasets ----
+
+    def list_models(self) -> list[catalog.ModelInfo]:
+        return catalog.list_models(self.roots.models)
+
+    def list_datasets(self) -> list[catalog.DatasetInfo]:
+        return catalog.list_datasets(self.roots.data)
+
+    def validate_dataset(self, path: str, max_problems: int) -> tuple[bool, catalog.DatasetInfo, list]:
+        max_problems = int(check_range(max_problems or 50, 1, 1000, "max_problems"))
+        directory = self._dataset(path)
+        valid, problems = catalog.validate_dataset(directory, max_problems)
+        return valid, catalog.describe_dataset(directory), problems
+
+    def preview_dataset(self, path: str, split: str, rows: int, model: str) -> tuple[list, int, str]:
+        from services.trainer.engine.errors import DatasetError
+
+        split = split or "train"
+        if split not in catalog.SPLITS:
+            raise InvalidArgument(f"must be one of {', '.join(catalog.SPLITS)}, got {split!r}", "split")
+        rows = int(check_range(rows or 5, 1, 100, "rows"))
+        directory = self._dataset(path)
+        if not (directory / f"{split}.jsonl").is_file():
+            raise NotFound(f"dataset {path!r} has no {split}.jsonl", "split")
+        model_path = self.check_model(model)
+        try:
+            out, total = catalog.preview_dataset(directory, split, rows, model_path)
+        except (DatasetError, ValueError) as exc:
+            raise InvalidArgument(f"{exc}; ValidateDataset lists every problem", "path") from None
+        return out, total, model_path.name
+
+    def _dataset(self, path: str) -> Path:
+        if not path:
+            raise InvalidArgument("must name a dataset dir (e.g. 'default')", "path")
+        confine(path, self.roots.data, "path")
+        return dataset_dir(path, self.roots, "path")
+
+    # ---- experiments: the gateway's own checks before forwarding ----
+
+    def check_experiment_base(
+        self, base: dict[str, Any], overrides: list[dict[str, Any]], field: str = "base"
+    ) -> None:
+        check_spec(base, self.roots, field)
+        for i, override in enumerate(overrides):
+            check_spec({**base, **override}, self.roots, f"arms[{i}].overrides")

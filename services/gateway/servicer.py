@@ -1,0 +1,223 @@
+"""The Gateway gRPC servicer: decode, call the core (services/gateway/gateway.py) or forward to a trainer
+or the comparator, encode. Downstream calls carry the request id and at most the caller's deadline."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from peftlab.v1 import gateway_pb2, gateway_pb2_grpc, trainer_pb2
+
+from services.common import codec
+from services.common.config import peftlab_version
+from services.common.errors import InvalidArgument
+from services.common.interceptors import downstream_timeout, outgoing_metadata
+from services.common.run_rpcs import list_runs, watch_run
+from services.common.validation import check_evaluation, check_generation, check_id, check_range
+from services.gateway.gateway import Gateway
+from services.gateway.trainers import Channels, comparator_stub
+
+
+def _placement(message) -> dict:
+    return {"device": message.device, "trainer_id": message.trainer_id, "strict": message.strict}
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
+    def __init__(self, gateway: Gateway, channels: Channels):
+        self.gateway = gateway
+        self.store = gateway.store
+        self.config = gateway.config
+        self.channels = channels
+
+    def _comparator(self):
+        return comparator_stub(self.channels, self.config.comparator_address)
+
+    # ---- runs ----
+
+    def SubmitRun(self, request, context):
+        record = self.gateway.submit(
+            codec.spec_to_dict(request.spec),
+            name=request.name,
+            placement=_placement(request.placement),
+            labels=dict(request.labels),
+            experiment_id=request.experiment_id,
+        )
+        return gateway_pb2.SubmitRunResponse(run=codec.run_to_proto(record))
+
+    def GetRun(self, request, context):
+        check_id(request.run_id, "run_id")
+        return trainer_pb2.GetRunResponse(run=codec.run_to_proto(self.store.get_run(request.run_id)))
+
+    def ListRuns(self, request, context):
+        return list_runs(self.store, request)
+
+    def WatchRun(self, request, context):
+        yield from watch_run(self.store, request, context)
+
+    def CancelRun(self, request, context):
+        record = self.gateway.cancel(request.run_id, request.reason)
+        return trainer_pb2.CancelRunResponse(run=codec.run_to_proto(record))
+
+    def ResumeRun(self, request, context):
+        return trainer_pb2.ResumeRunResponse(run=codec.run_to_proto(self.gateway.resume(request.run_id)))
+
+    def Evaluate(self, request, context):
+        check_evaluation(request.split, request.max_batches, request.task_samples)
+        trainer = self.gateway.trainer_for_run(request.run_id)
+        stub = self.gateway.trainers.stub(trainer.address)
+        timeout = downstream_timeout(context, self.config.stream_timeout)
+        return stub.Evaluate(request, timeout=timeout, metadata=outgoing_metadata())
+
+    def Generate(self, request, context):
+        check_generation(request.prompt, request.max_tokens, request.temperature)
+        if request.WhichOneof("source") == "run_id":
+            trainer = self.gateway.trainer_for_run(request.run_id)
+        else:
+            self.gateway.check_model(request.model)
+            trainer = self.gateway.any_trainer()
+        stub = self.gateway.trainers.stub(trainer.address)
+        timeout = downstream_timeout(context, self.config.stream_timeout)
+        responses = stub.Generate(request, timeout=timeout, metadata=outgoing_metadata())
+        try:
+            yield from responses
+        finally:
+            responses.cancel()  # the caller left: stop the trainer's generation too
+
+    # ---- models, datasets, trainers ----
+
+    def ListModels(self, request, context):
+        models = [gateway_pb2.ModelInfo(**dataclasses.asdict(m)) for m in self.gateway.list_models()]
+        return gateway_pb2.ListModelsResponse(models=models, root=str(self.gateway.roots.models))
+
+    def ListDatasets(self, request, context):
+        datasets = [
+            codec.fill(gateway_pb2.DatasetInfo(), dataclasses.asdict(d)) for d in self.gateway.list_datasets()
+        ]
+        return gateway_pb2.ListDatasetsResponse(datasets=datasets, root=str(self.gateway.roots.data))
+
+    def ValidateDataset(self, request, context):
+        valid, info, problems = self.gateway.validate_dataset(request.path, request.max_problems)
+        return gateway_pb2.ValidateDatasetResponse(
+            valid=valid,
+            dataset=codec.fill(gateway_pb2.DatasetInfo(), dataclasses.asdict(info)),
+            problems=[gateway_pb2.DatasetProblem(**dataclasses.asdict(p)) for p in problems],
+        )
+
+    def PreviewDataset(self, request, context):
+        rows, total, model = self.gateway.preview_dataset(
+            request.path, request.split, request.rows, request.model
+        )
+        return gateway_pb2.PreviewDatasetResponse(
+            rows=[gateway_pb2.PreviewRow(**dataclasses.asdict(r)) for r in rows],
+            total_rows=total,
+            model=model,
+        )
+
+    def ListTrainers(self, request, context):
+        return gateway_pb2.ListTrainersResponse(
+            trainers=[codec.trainer_to_proto(t) for t in self.store.list_trainers()]
+        )
+
+    def ListHardware(self, request, context):
+        return gateway_pb2.ListHardwareResponse(
+            hardware=[
+                gateway_pb2.TrainerHardware(
+                    trainer_id=t.id, address=t.address, hardware=codec.hardware_to_proto(t.hardware)
+                )
+                for t in self.store.list_trainers()
+            ]
+        )
+
+    def GetStatus(self, request, context):
+        response = gateway_pb2.GetStatusResponse(version=peftlab_version())
+        response.time.FromMilliseconds(int(time.time() * 1000))
+        redis_ok = self.store.ping()
+        response.services.add(name="gateway", address=self.config.address(), healthy=True)
+        response.services.add(
+            name="redis",
+            address=_redact(self.config.redis_url),
+            healthy=redis_ok,
+            detail="" if redis_ok else "no PONG",
+        )
+        for name, address in (
+            ("comparator", self.config.comparator_address),
+            ("optimizer", self.config.optimizer_address),
+        ):
+            healthy, detail = self._health(address)
+            response.services.add(name=name, address=address, healthy=healthy, detail=detail)
+        if redis_ok:
+            response.trainers.extend(codec.trainer_to_proto(t) for t in self.store.list_trainers())
+            for status, count in self.store.count_by_status().items():
+                response.runs.add(status=codec.STATUS_TO_PROTO[status], count=count)
+        return response
+
+    def _health(self, address: str) -> tuple[bool, str]:
+        try:
+            reply = health_pb2_grpc.HealthStub(self.channels.get(address)).Check(
+                health_pb2.HealthCheckRequest(), timeout=1.0
+            )
+        except grpc.RpcError as exc:
+            return False, exc.code().name
+        serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+        return serving, "" if serving else health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+    # ---- experiments: checked here, run by the comparator ----
+
+    def _unary(self, method: str, request, context):
+        timeout = downstream_timeout(context, self.config.trainer_timeout)
+        return getattr(self._comparator(), method)(request, timeout=timeout, metadata=outgoing_metadata())
+
+    def StartComparison(self, request, context):
+        check_range(len(request.arms), 1, 32, "arms")
+        names = [arm.name for arm in request.arms]
+        for i, name in enumerate(names):
+            if not 1 <= len(name) <= 64:
+                raise InvalidArgument(f"must be 1-64 characters, got {len(name)}", f"arms[{i}].name")
+        if len(set(names)) != len(names):
+            raise InvalidArgument("arm names must be unique", "arms")
+        check_range(len(request.seeds), 0, 32, "seeds")
+        self.gateway.check_experiment_base(
+            codec.spec_to_dict(request.base), [codec.spec_to_dict(arm.overrides) for arm in request.arms]
+        )
+        return self._unary("StartComparison", request, context)
+
+    def StartStudy(self, request, context):
+        check_range(request.n_trials, 1, 1000, "n_trials")
+        check_range(request.parallelism, 0, request.n_trials, "parallelism")
+        self.gateway.check_experiment_base(codec.spec_to_dict(request.base), [])
+        return self._unary("StartStudy", request, context)
+
+    def GetExperiment(self, request, context):
+        check_id(request.experiment_id, "experiment_id")
+        return self._unary("GetExperiment", request, context)
+
+    def ListExperiments(self, request, context):
+        check_range(request.page_size, 0, 500, "page_size")
+        return self._unary("ListExperiments", request, context)
+
+    def CancelExperiment(self, request, context):
+        check_id(request.experiment_id, "experiment_id")
+        return self._unary("CancelExperiment", request, context)
+
+    def GetReport(self, request, context):
+        check_id(request.experiment_id, "experiment_id")
+        return self._unary("GetReport", request, context)
+
+    def WatchExperiment(self, request, context):
+        check_id(request.experiment_id, "experiment_id")
+        timeout = downstream_timeout(context, self.config.stream_timeout)
+        responses = self._comparator().WatchExperiment(request, timeout=timeout, metadata=outgoing_metadata())
+        try:
+            yield from responses
+        finally:
+            responses.cancel()
+
+
+def _redact(url: str) -> str:
+    """A Redis URL without its password."""
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -1,0 +1,57 @@
+"""The trainer service's configuration (PEFTLAB_* environment variables)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.config import RedisConfig, env_field, load_config
+from services.trainer.engine import paths
+
+
+@dataclass
+class TrainerConfig(RedisConfig):
+    host: str = env_field(
+        "127.0.0.1", "Interface to listen on (0.0.0.0 for other machines).", "PEFTLAB_TRAINER_HOST"
+    )
+    port: int = env_field(50052, "Port to listen on; 0 = any free port.", "PEFTLAB_TRAINER_PORT")
+    advertise: str = env_field(
+        "",
+        "host:port others reach this trainer at; default host:port (the hostname if host is 0.0.0.0).",
+        "PEFTLAB_TRAINER_ADVERTISE",
+    )
+    trainer_id: str = env_field("", "Registry id; default '<hostname>-<port>' (stable across restarts).")
+    slots: int = env_field(1, "Runs executed at once.", "PEFTLAB_TRAINER_SLOTS")
+    heartbeat_interval: float = env_field(2.0, "Seconds between heartbeats.")
+    heartbeat_ttl: float = env_field(10.0, "Registry entry lifetime without a heartbeat, seconds.")
+    models_root: Path = env_field(None, "Model dirs; default var/models.")
+    data_root: Path = env_field(None, "Dataset dirs; default var/data.")
+    runs_root: Path = env_field(None, "Run dirs; default var/runs.")
+    cancel_grace: float = env_field(60.0, "Seconds a cancelled run gets to checkpoint before it is killed.")
+    shutdown_grace: float = env_field(30.0, "Seconds running work gets to checkpoint on SIGTERM.")
+    generate_slots: int = env_field(2, "Generate/Evaluate calls served at once (each in its own process).")
+    max_workers: int = env_field(32, "gRPC worker threads (each open WatchRun stream holds one).")
+    log_level: str = env_field("INFO", "Log level.")
+    log_format: str = env_field("text", "text (key=value) or json.")
+
+    def __post_init__(self) -> None:
+        self.models_root = Path(self.models_root or paths.models_dir())
+        self.data_root = Path(self.data_root or paths.data_dir())
+        self.runs_root = Path(self.runs_root or paths.runs_dir())
+
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def advertised(self, port: int) -> str:
+        if self.advertise:
+            return self.advertise
+        host = socket.gethostname() if self.host in ("0.0.0.0", "[::]", "::") else self.host
+        return f"{host}:{port}"
+
+    def resolved_id(self, port: int) -> str:
+        return self.trainer_id or f"{socket.gethostname()}-{port}"
+
+
+def load() -> TrainerConfig:
+    return load_config(TrainerConfig)

@@ -1,0 +1,238 @@
+"""The engine's public API: what the CLI and the trainer service call. Everything here is synchronous and
+runs in the calling process (the trainer service calls it inside a spawned child process)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlx.core as mx
+import psutil
+from mlx.utils import tree_flatten
+from mlx_lm.generate import stream_generate
+from mlx_lm.utils import load as mlx_load
+
+from . import checkpoint
+from .artifacts import save_adapter
+from .callbacks import TrainingCallback
+from .datasets import BatchPlan, load_dataset
+from .errors import CheckpointError, OutOfMemory
+from .evaluation import score_split
+from .hardware import backend_label
+from .memory import predict_for_model
+from .methods import apply_method, load_base, parameter_counts, write_json_atomic
+from .metrics import MetricsLog, RunResult, perplexity, read_metrics
+from .spec import RunSpec
+from .training import Loop, build_optimizer, evaluate_loss
+
+log = logging.getLogger(__name__)
+
+# Fields a resume may change without invalidating the loss curve so far.
+RESUMABLE_CHANGES = {"iters", "eval_every", "save_every", "test_samples", "max_new_tokens", "val_batches"}
+
+
+def trainable_bytes(model) -> int:
+    return sum(v.nbytes for _, v in tree_flatten(model.trainable_parameters()))
+
+
+def _check_resume_compatible(saved: dict, spec: RunSpec) -> None:
+    current = spec.to_dict()
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+    if changed:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
+        raise CheckpointError(f"cannot resume with a different spec ({detail})")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after the checkpoint we resume from: they will be produced again, identically."""
+    kept = [r for r in read_metrics(path) if r.get("kind") in ("step", "eval") and r["step"] <= step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    tmp.replace(path)
+
+
+def train(
+    spec: RunSpec, run_dir: Path, *, resume: bool = False, callback: TrainingCallback | None = None
+) -> RunResult:
+    """Train per `spec`, writing checkpoints, metrics.jsonl and the adapter under `run_dir`.
+
+    resume=True continues from the newest checkpoint in run_dir (its spec must match `spec`, except
+    for RESUMABLE_CHANGES). Raises SpecError / DatasetError / ModelError / CheckpointError / OutOfMemory
+    for bad input, TrainingDiverged when the loss becomes NaN.
+    """
+    wall_start = time.perf_counter()
+    callback = callback or TrainingCallback()
+    run_dir = Path(run_dir)
+    spec.validate()
+    found = checkpoint.latest(run_dir) if run_dir.exists() else None
+    if resume and found is None:
+        raise CheckpointError(f"nothing to resume in {run_dir}: no complete checkpoint")
+    if not resume and found is not None:
+        raise CheckpointError(
+            f"{run_dir} already holds a run (checkpoint {found.name}); resume it or use a new dir"
+        )
+
+    mx.random.seed(spec.seed)
+    mx.reset_peak_memory()
+    prepared = load_base(spec)
+    splits = load_dataset(Path(spec.data_path), prepared.tokenizer, spec.max_seq_length, spec.mask_prompt)
+    apply_method(prepared, spec)
+    model = prepared.model
+    trainable, total = parameter_counts(model)
+    frozen_bytes = sum(v.nbytes for _, v in tree_flatten(model.parameters())) - trainable_bytes(model)
+    predicted = predict_for_model(spec, prepared.config, prepared.quantized, frozen_bytes)
+    if spec.memory_budget_gb and predicted.peak_bytes > spec.memory_budget_gb * 1e9:
+        raise OutOfMemory(
+            f"predicted peak memory {predicted.peak_bytes / 1e9:.2f} GB exceeds memory_budget_gb="
+            f"{spec.memory_budget_gb}; lower batch_size or max_seq_length, or enable grad_checkpoint"
+        )
+
+    optimizer = build_optimizer(spec)
+    optimizer.init(model.trainable_parameters())
+    progress = checkpoint.Progress()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = run_dir / "metrics.jsonl"
+    if resume:
+        progress, saved_spec = checkpoint.load(found, model, optimizer)
+        _check_resume_compatible(saved_spec, spec)
+        _truncate_metrics(metrics_path, progress.step)
+        callback.on_log(f"resuming from {found.name} (step {progress.step})")
+    elif metrics_path.exists():
+        metrics_path.unlink()  # a previous attempt that never checkpointed: start the log over
+    write_json_atomic(run_dir / "spec.json", spec.to_dict())
+
+    backend = backend_label()
+    log.info("run %s: %s on %s, backend %s", run_dir.name, spec.method, prepared.base_path, backend)
+    callback.on_start(
+        {
+            "spec": spec.to_dict(),
+            "base_model": prepared.base_path,
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+            "predicted_peak_memory_bytes": predicted.peak_bytes,
+            "memory_breakdown": predicted.to_dict(),
+            "backend": backend,
+            "resumed_from_step": progress.step,
+            "train_samples": len(splits["train"].samples),
+            "truncated_samples": {k: s.truncated for k, s in splits.items()},
+        }
+    )
+    for name, split in splits.items():
+        if split.truncated:
+            callback.on_log(f"{split.truncated} {name} samples longer than max_seq_length were truncated")
+
+    metrics = MetricsLog(metrics_path)
+    try:
+        loop = Loop(
+            spec, model, optimizer, splits["train"], splits["valid"], run_dir, progress, callback, metrics
+        )
+        outcome = loop.run()
+        final_eval = loop.evaluate() if outcome.progress.step != 0 else None
+    finally:
+        metrics.close()
+
+    adapter_bytes = save_adapter(run_dir, model, spec, prepared)
+    test_loss = test_task = None
+    if "test" in splits and outcome.status != "cancelled":
+        test_plan = BatchPlan(splits["test"], spec.batch_size, spec.max_seq_length, spec.packing, spec.seed)
+        test_loss, _ = evaluate_loss(model, test_plan)
+        test_task = score_split(
+            model,
+            prepared.tokenizer,
+            splits["test"],
+            Path(spec.data_path),
+            spec.test_samples,
+            spec.max_new_tokens,
+        )
+
+    p = outcome.progress
+    valid_loss = final_eval.valid_loss if final_eval else float("nan")
+    result = RunResult(
+        status=outcome.status,
+        steps=p.step,
+        final_train_loss=outcome.last_train_loss,
+        final_valid_loss=valid_loss,
+        best_valid_loss=p.best_valid_loss,
+        valid_perplexity=perplexity(valid_loss),
+        test_loss=test_loss if test_loss is not None else float("nan"),
+        test_perplexity=perplexity(test_loss) if test_loss is not None else float("nan"),
+        task=test_task,
+        train_tokens=p.tokens,
+        tokens_per_second=p.tokens / p.train_seconds if p.train_seconds else 0.0,
+        wall_seconds=time.perf_counter() - wall_start,
+        train_seconds=p.train_seconds,
+        peak_memory_bytes=mx.get_peak_memory(),
+        peak_rss_bytes=max(outcome.peak_rss, psutil.Process().memory_info().rss),
+        predicted_peak_memory_bytes=predicted.peak_bytes,
+        trainable_parameters=trainable,
+        total_parameters=total,
+        adapter_bytes=adapter_bytes,
+        run_dir=str(run_dir),
+        backend=backend,
+    )
+    write_json_atomic(run_dir / "result.json", result.to_dict())
+    with open(metrics_path, "a") as fh:
+        fh.write(json.dumps(result.to_dict()) + "\n")
+    callback.on_end(result)
+    return result
+
+
+def evaluate_run(run_dir: Path, split: str = "test", max_batches: int = -1, task_samples: int = 0) -> dict:
+    """Loss, perplexity (and task score when task_samples > 0) of a finished run's adapter on a split."""
+    from .artifacts import base_model_of
+
+    run_dir = Path(run_dir)
+    spec = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
+    model, tokenizer = mlx_load(base_model_of(run_dir), adapter_path=str(run_dir))
+    splits = load_dataset(Path(spec.data_path), tokenizer, spec.max_seq_length, spec.mask_prompt)
+    if split not in splits:
+        raise CheckpointError(f"the run's dataset has no {split} split")
+    plan = BatchPlan(splits[split], spec.batch_size, spec.max_seq_length, spec.packing, spec.seed)
+    loss, tokens = evaluate_loss(model, plan, max_batches)
+    out = {"split": split, "loss": loss, "perplexity": perplexity(loss), "tokens": tokens}
+    task = score_split(
+        model, tokenizer, splits[split], Path(spec.data_path), task_samples, spec.max_new_tokens
+    )
+    if task is not None:
+        out["task"] = task
+    return out
+
+
+def generate_stream(
+    model: str,
+    prompt: str,
+    *,
+    adapter_dir: str | None = None,
+    max_tokens: int = 128,
+    temperature: float = 0.0,
+) -> Iterator[str]:
+    """Yield generated text pieces for a chat prompt, from the base model or with a run's adapter."""
+    from mlx_lm.sample_utils import make_sampler
+
+    lm, tokenizer = mlx_load(model, adapter_path=adapter_dir)
+    messages = [{"role": "user", "content": prompt}]
+    tokens = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
+    for response in stream_generate(
+        lm, tokenizer, list(tokens), max_tokens=max_tokens, sampler=make_sampler(temp=temperature)
+    ):
+        if response.text:
+            yield response.text
+
+
+def score_base_model(spec: RunSpec):
+    """The task score of the untouched base model on the test split: the 'before' of a fine-tuning run."""
+    prepared = load_base(spec)
+    splits = load_dataset(Path(spec.data_path), prepared.tokenizer, spec.max_seq_length, spec.mask_prompt)
+    if "test" not in splits:
+        return None
+    return score_split(
+        prepared.model,
+        prepared.tokenizer,
+        splits["test"],
+        Path(spec.data_path),
+        spec.test_samples,
+        spec.max_new_tokens,
+    )

@@ -1,0 +1,1 @@
+"""Generated datasets with scorers: the tasks peftlab fine-tunes and evaluates on."""

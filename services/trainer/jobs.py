@@ -1,0 +1,398 @@
+"""Child processes of the trainer: every run, and every Generate or Evaluate call, executes in its own
+spawned process, so a crash or an out-of-memory kill inside MLX takes down that process, never the service.
+
+A run's child writes its own events to Redis (through RedisEvents, the engine callback) and sends its
+outcome to the parent over a pipe; the parent turns the outcome into the run's final status. Stopping is
+cooperative first (an Event the engine polls between steps: it checkpoints and returns "cancelled"), then
+SIGTERM, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from services.common.errors import ResourceExhausted, ServiceError, error_for_code
+from services.common.logs import bind_run_id, setup_logging
+from services.common.redis_store import RunStore
+from services.trainer.engine.callbacks import TrainingCallback
+
+log = logging.getLogger(__name__)
+
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+# ---- in the child ------------------------------------------------------------------------------------
+
+
+def _exit_with_parent() -> None:
+    """A child whose trainer died (e.g. SIGKILL) exits too; its run is reaped as LOST and resumes elsewhere."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _error_record(exc: BaseException) -> dict[str, str]:
+    from services.common.errors import from_engine_error
+    from services.trainer.engine.errors import EngineError
+
+    if isinstance(exc, EngineError):
+        error = from_engine_error(exc)
+        return {"code": error.code, "field": error.field, "message": error.message}
+    if isinstance(exc, ServiceError):
+        return {"code": exc.code, "field": exc.field, "message": exc.message}
+    if isinstance(exc, MemoryError):
+        return {"code": "RESOURCE_EXHAUSTED", "field": "", "message": "out of memory"}
+    log.error("run process failed", exc_info=exc)
+    # Not an error we raise on purpose: keep the type and first line for the record, the rest is in the log.
+    first = (str(exc).splitlines() or [""])[0][:300]
+    return {
+        "code": "INTERNAL",
+        "field": "",
+        "message": f"{type(exc).__name__}: {first} (traceback in the trainer log)",
+    }
+
+
+class RedisEvents(TrainingCallback):
+    """The engine callback of a run's child: every hook becomes an event in the run's Redis stream, with the
+    run's progress fields updated in the same atomic write. If the run stops being ours (cancelled through
+    the gateway while this trainer was unreachable, or reaped and resumed elsewhere), training stops."""
+
+    def __init__(self, store: RunStore, run_id: str, attempt: int, stop: Any):
+        self.store = store
+        self.run_id = run_id
+        self.attempt = attempt
+        self.stop = stop
+        self.disowned = False
+
+    def _emit(self, kind: str, data: dict[str, Any], progress: dict[str, Any] | None = None) -> None:
+        try:
+            accepted = self.store.append_event(self.run_id, kind, data, self.attempt, progress)
+        except Exception as exc:  # a Redis hiccup must not kill a run: events are best effort
+            log.warning("event not recorded", extra={"kind": kind, "error": str(exc)})
+            return
+        if accepted is None and not self.disowned:
+            log.warning("run is no longer this process's (status changed elsewhere); stopping")
+            self.disowned = True
+            self.stop.set()
+
+    def on_start(self, info: dict) -> None:
+        self._emit("started", info)
+
+    def on_step(self, metrics: Any) -> None:
+        data = _record(metrics)
+        progress = {
+            k: data[k] for k in ("step", "total_steps", "train_loss", "tokens_per_second", "elapsed_seconds")
+        }
+        self._emit("step", data, progress)
+
+    def on_eval(self, metrics: Any) -> None:
+        data = _record(metrics)
+        self._emit("eval", data, {"valid_loss": data["valid_loss"]})
+
+    def on_checkpoint(self, step: int, path: str) -> None:
+        self._emit("checkpoint", {"step": step, "path": str(path)})
+
+    def on_log(self, message: str) -> None:
+        self._emit("log", {"message": message})
+
+    def on_end(self, result: Any) -> None:
+        pass  # the parent records the result with the final status, atomically
+
+    def should_stop(self) -> bool:
+        return self.stop.is_set()
+
+
+def _record(metrics: Any) -> dict[str, Any]:
+    data = dataclasses.asdict(metrics) if dataclasses.is_dataclass(metrics) else dict(metrics)
+    data.pop("kind", None)
+    return data
+
+
+@dataclass(frozen=True)
+class RunChild:
+    """Everything a run's child process needs (picklable)."""
+
+    run_id: str
+    attempt: int
+    spec: dict[str, Any]  # resolved: model and data are absolute paths
+    run_dir: str
+    resume: bool
+    redis_url: str
+    redis_prefix: str
+    events_maxlen: int
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+
+def _run_main(child: RunChild, stop: Any, conn: Connection) -> None:
+    setup_logging("trainer-run", child.log_level, child.log_format)
+    bind_run_id(child.run_id)
+    _exit_with_parent()
+    # SIGTERM from the parent means "stop now"; the cooperative stop already had its chance.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    store = RunStore.from_url(child.redis_url, child.redis_prefix, child.events_maxlen)
+    events = RedisEvents(store, child.run_id, child.attempt, stop)
+    try:
+        from services.trainer.engine.api import train
+        from services.trainer.engine.spec import RunSpec
+
+        spec = RunSpec.from_dict(child.spec)
+        result = train(spec, Path(child.run_dir), resume=child.resume, callback=events)
+        conn.send(("result", result.to_dict(), events.disowned))
+    except BaseException as exc:  # noqa: B036 - the outcome must reach the parent whatever happened
+        conn.send(("error", _error_record(exc), events.disowned))
+    finally:
+        conn.close()
+        store.close()
+
+
+# ---- in the parent -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """How a run's child ended: its result, its error, or (crashed) neither, with the exit code."""
+
+    result: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
+    exitcode: int | None = None
+    disowned: bool = False
+
+    @property
+    def crashed(self) -> bool:
+        return self.result is None and self.error is None
+
+    def crash_error(self) -> dict[str, str]:
+        code = self.exitcode
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            if -code == signal.SIGKILL:
+                return {
+                    "code": "RESOURCE_EXHAUSTED",
+                    "field": "",
+                    "message": f"run process killed ({name}), most likely out of memory; resume continues from the last checkpoint",
+                }
+            return {"code": "INTERNAL", "field": "", "message": f"run process died from {name}"}
+        return {
+            "code": "INTERNAL",
+            "field": "",
+            "message": f"run process exited with code {code} without a result",
+        }
+
+
+@dataclass
+class RunJob:
+    child: RunChild
+    process: Any
+    conn: Connection
+    stop: Any
+    started: float = field(default_factory=time.monotonic)
+    cancel_requested: bool = False
+    shutting_down: bool = False
+
+    @property
+    def run_id(self) -> str:
+        return self.child.run_id
+
+
+class RunProcesses:
+    """The trainer's slots: at most `slots` run processes at once, each watched by a thread that reports
+    its outcome to `on_exit(job, outcome)` and then frees the slot."""
+
+    def __init__(self, slots: int, on_exit: Callable[[RunJob, Outcome], None]):
+        self.slots = slots
+        self.on_exit = on_exit
+        self._jobs: dict[str, RunJob] = {}
+        self._lock = threading.Lock()
+
+    def free(self) -> int:
+        with self._lock:
+            return self.slots - len(self._jobs)
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return sorted(self._jobs)
+
+    def get(self, run_id: str) -> RunJob | None:
+        with self._lock:
+            return self._jobs.get(run_id)
+
+    def start(self, child: RunChild) -> RunJob:
+        with self._lock:
+            if len(self._jobs) >= self.slots:
+                busy = ", ".join(sorted(self._jobs))
+                raise ResourceExhausted(f"all {self.slots} slot(s) of this trainer are busy (runs: {busy})")
+            parent_conn, child_conn = _SPAWN.Pipe(duplex=False)
+            stop = _SPAWN.Event()
+            process = _SPAWN.Process(
+                target=_run_main, args=(child, stop, child_conn), name=f"run-{child.run_id}", daemon=False
+            )
+            process.start()
+            child_conn.close()
+            job = RunJob(child=child, process=process, conn=parent_conn, stop=stop)
+            self._jobs[child.run_id] = job
+        threading.Thread(target=self._watch, args=(job,), name=f"watch-{child.run_id}", daemon=True).start()
+        log.info(
+            "run process started", extra={"run_id": child.run_id, "pid": process.pid, "resume": child.resume}
+        )
+        return job
+
+    def _watch(self, job: RunJob) -> None:
+        outcome = Outcome()
+        # Read while the child lives: a result larger than the pipe buffer would otherwise block its exit.
+        while True:
+            try:
+                if job.conn.poll(0.5):
+                    kind, payload, disowned = job.conn.recv()
+                    outcome.disowned = disowned
+                    if kind == "result":
+                        outcome.result = payload
+                    else:
+                        outcome.error = payload
+                    continue
+            except (EOFError, OSError):
+                break
+            if not job.process.is_alive():
+                break
+        job.process.join()
+        job.conn.close()
+        outcome.exitcode = job.process.exitcode
+        # Free the local slot before the outcome frees the Redis one: the gateway places the next run as soon
+        # as Redis says the slot is free, and this trainer must then accept it.
+        with self._lock:
+            self._jobs.pop(job.run_id, None)
+        try:
+            self.on_exit(job, outcome)
+        except Exception:
+            log.exception("recording the run's outcome failed", extra={"run_id": job.run_id})
+
+    def stop(self, run_id: str, grace: float, shutting_down: bool = False) -> bool:
+        """Ask a run to checkpoint and stop; terminate it if it has not after `grace` seconds."""
+        job = self.get(run_id)
+        if job is None:
+            return False
+        job.cancel_requested = True
+        job.shutting_down = job.shutting_down or shutting_down
+        job.stop.set()
+
+        def escalate() -> None:
+            job.process.join(grace)
+            if job.process.is_alive():
+                log.warning(
+                    "run did not stop in time; terminating", extra={"run_id": run_id, "grace_s": grace}
+                )
+                job.process.terminate()
+                job.process.join(5.0)
+            if job.process.is_alive():
+                job.process.kill()
+
+        threading.Thread(target=escalate, name=f"stop-{run_id}", daemon=True).start()
+        return True
+
+    def stop_all(self, grace: float) -> None:
+        """Shutdown: every run checkpoints and stops; wait for them (and their outcome records)."""
+        for run_id in self.running():
+            self.stop(run_id, grace, shutting_down=True)
+        deadline = time.monotonic() + grace + 10.0
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+# ---- Generate / Evaluate in a child ------------------------------------------------------------------
+
+
+def _evaluate(run_dir: str, split: str, max_batches: int, task_samples: int) -> Iterator[dict[str, Any]]:
+    from services.trainer.engine.api import evaluate_run
+
+    out = evaluate_run(Path(run_dir), split=split, max_batches=max_batches, task_samples=task_samples)
+    if dataclasses.is_dataclass(out.get("task")):
+        out["task"] = dataclasses.asdict(out["task"])
+    yield out
+
+
+def _generate(
+    model: str, prompt: str, adapter_dir: str | None, max_tokens: int, temperature: float
+) -> Iterator[str]:
+    from services.trainer.engine.api import generate_stream
+
+    yield from generate_stream(
+        model, prompt, adapter_dir=adapter_dir, max_tokens=max_tokens, temperature=temperature
+    )
+
+
+_CALLS: dict[str, Callable[..., Iterator[Any]]] = {"evaluate": _evaluate, "generate": _generate}
+
+
+def _call_main(name: str, kwargs: dict[str, Any], conn: Connection, log_level: str, log_format: str) -> None:
+    setup_logging("trainer-call", log_level, log_format)
+    _exit_with_parent()
+    try:
+        for item in _CALLS[name](**kwargs):
+            conn.send(("item", item))
+        conn.send(("done", None))
+    except BaseException as exc:  # noqa: B036 - report every failure to the parent
+        conn.send(("error", _error_record(exc)))
+    finally:
+        conn.close()
+
+
+def stream_from_child(
+    name: str,
+    kwargs: dict[str, Any],
+    is_active: Callable[[], bool],
+    log_level: str = "INFO",
+    log_format: str = "text",
+) -> Iterator[Any]:
+    """Run `_CALLS[name](**kwargs)` in a spawned process and yield what it yields; the process is killed
+    when the caller goes away (is_active() turns false) or stops iterating."""
+    parent_conn, child_conn = _SPAWN.Pipe(duplex=False)
+    process = _SPAWN.Process(
+        target=_call_main, args=(name, kwargs, child_conn, log_level, log_format), daemon=True
+    )
+    process.start()
+    child_conn.close()
+    try:
+        while True:
+            if not parent_conn.poll(0.2):
+                if not is_active():
+                    return
+                if process.is_alive() or parent_conn.poll(0):
+                    continue
+            try:
+                kind, payload = parent_conn.recv()
+            except EOFError:
+                # The child is gone without saying "done": it crashed (or was killed).
+                process.join()
+                crash = Outcome(exitcode=process.exitcode).crash_error()
+                raise error_for_code(crash["code"], crash["message"]) from None
+            if kind == "item":
+                yield payload
+            elif kind == "done":
+                return
+            else:
+                raise error_for_code(payload["code"], payload["message"], payload.get("field", ""))
+    finally:
+        parent_conn.close()
+        if process.is_alive():
+            process.terminate()
+        process.join(5.0)
+        if process.is_alive():
+            process.kill()
+            process.join()

@@ -1,0 +1,67 @@
+"""The Trainer gRPC servicer: decode the request, call the core (services/trainer/trainer.py), encode."""
+
+from __future__ import annotations
+
+from peftlab.v1 import trainer_pb2, trainer_pb2_grpc
+
+from services.common import codec
+from services.common.run_rpcs import evaluate_response, list_runs, watch_run
+from services.common.validation import check_id
+from services.trainer.trainer import Trainer
+
+
+class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        self.store = trainer.store
+
+    def StartRun(self, request, context):
+        record = self.trainer.start_run(
+            codec.spec_to_dict(request.spec),
+            run_id=request.run_id,
+            name=request.name,
+            experiment_id=request.experiment_id,
+            labels=dict(request.labels),
+        )
+        return trainer_pb2.StartRunResponse(run=codec.run_to_proto(record))
+
+    def GetRun(self, request, context):
+        check_id(request.run_id, "run_id")
+        return trainer_pb2.GetRunResponse(run=codec.run_to_proto(self.store.get_run(request.run_id)))
+
+    def ListRuns(self, request, context):
+        return list_runs(self.store, request)
+
+    def WatchRun(self, request, context):
+        yield from watch_run(self.store, request, context)
+
+    def CancelRun(self, request, context):
+        record = self.trainer.cancel_run(request.run_id, request.reason)
+        return trainer_pb2.CancelRunResponse(run=codec.run_to_proto(record))
+
+    def ResumeRun(self, request, context):
+        record = self.trainer.resume_run(request.run_id)
+        return trainer_pb2.ResumeRunResponse(run=codec.run_to_proto(record))
+
+    def Evaluate(self, request, context):
+        out = self.trainer.evaluate(
+            request.run_id, request.split, request.max_batches, request.task_samples, context.is_active
+        )
+        return evaluate_response(request.run_id, out)
+
+    def Generate(self, request, context):
+        source = request.WhichOneof("source")
+        pieces = self.trainer.generate(
+            request.prompt,
+            run_id=request.run_id if source == "run_id" else "",
+            model=request.model if source == "model" else "",
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            is_active=context.is_active,
+        )
+        for text in pieces:
+            yield trainer_pb2.GenerateResponse(text=text)
+        yield trainer_pb2.GenerateResponse(done=True)
+
+    def GetHardware(self, request, context):
+        return trainer_pb2.GetHardwareResponse(trainer=codec.trainer_to_proto(self.trainer.info()))

@@ -1,0 +1,541 @@
+"""The trainer's core (no gRPC): starts, cancels and resumes runs in child processes, keeps their status in
+Redis, registers this trainer with a heartbeat, and serves Evaluate / Generate from child processes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from services.common.config import peftlab_version
+from services.common.errors import (
+    FailedPrecondition,
+    ResourceExhausted,
+    ServiceError,
+    Unavailable,
+)
+from services.common.logs import run_context
+from services.common.redis_store import (
+    ACTIVE,
+    RESUMABLE,
+    TERMINAL,
+    RunRecord,
+    RunStore,
+    TrainerRecord,
+    TransitionRefused,
+    now_ms,
+)
+from services.common.validation import (
+    CheckedSpec,
+    Roots,
+    check_evaluation,
+    check_generation,
+    check_id,
+    check_labels,
+    check_name,
+    check_spec,
+    model_dir,
+    new_id,
+)
+from services.trainer.config import TrainerConfig
+from services.trainer.jobs import Outcome, RunChild, RunJob, RunProcesses, stream_from_child
+
+log = logging.getLogger(__name__)
+
+STALE_PLACEMENT_MS = 30_000
+OUTCOME_RETRIES = 12  # ~1.5 minutes of backoff
+
+
+@dataclass
+class Identity:
+    """Who this trainer is in the registry (known once the server has bound its port)."""
+
+    trainer_id: str
+    address: str
+    hardware: dict[str, Any] = field(default_factory=dict)
+    # Re-measures the hardware (free memory changes); called with every heartbeat.
+    probe_hardware: Callable[[], dict[str, Any]] | None = None
+
+
+class Trainer:
+    def __init__(self, config: TrainerConfig, store: RunStore, identity: Identity):
+        self.config = config
+        self.store = store
+        self.id = identity.trainer_id
+        self.roots = Roots.from_paths(config.models_root, config.data_root, config.runs_root)
+        self.record = TrainerRecord(
+            id=identity.trainer_id,
+            address=identity.address,
+            slots=config.slots,
+            hardware=identity.hardware,
+            version=peftlab_version(),
+            runs_root=str(self.roots.runs),
+            started_at=now_ms(),
+        )
+        self.processes = RunProcesses(config.slots, self._record_outcome)
+        self._calls = threading.BoundedSemaphore(config.generate_slots)
+        # Serializes admission (slot check + Redis claim + spawn) so two StartRuns never share a slot.
+        self._admit = threading.Lock()
+        self._closing = False
+        self._probe_hardware = identity.probe_hardware
+        self._stop_heartbeat = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    # ---- registry ----
+
+    def register(self) -> None:
+        """Join the registry, reap what a previous life of this trainer id left behind, start heartbeating."""
+        self.store.register_trainer(self.record, self.config.heartbeat_ttl)
+        self._reap_previous_life()
+        self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self._heartbeat.start()
+        log.info(
+            "registered",
+            extra={"trainer_id": self.id, "address": self.record.address, "slots": self.config.slots},
+        )
+
+    def _beat(self) -> None:
+        while not self._stop_heartbeat.wait(self.config.heartbeat_interval):
+            try:
+                if self._probe_hardware:
+                    self.record.hardware = self._probe_hardware()
+                self.store.register_trainer(self.record, self.config.heartbeat_ttl)
+                self._stop_disowned_runs()
+                self._return_stale_placements()
+            except Exception as exc:
+                log.warning("heartbeat failed", extra={"error": str(exc)})
+
+    def _reap_previous_life(self) -> None:
+        """Runs that hold this trainer's slots in Redis but have no process here died with our predecessor."""
+        with self._admit:
+            mine = set(self.processes.running())
+            for run_id in self.store.trainer_slot_runs(self.id) - mine:
+                with run_context(run_id):
+                    try:
+                        self.store.transition(
+                            run_id,
+                            "LOST",
+                            only_from=ACTIVE,
+                            expect_trainer=self.id,
+                            release=True,
+                            set_fields={"previous_trainer": self.id},
+                            reason=f"trainer {self.id} restarted while the run was on it",
+                            error={"code": "UNAVAILABLE", "field": "", "message": "its trainer restarted"},
+                        )
+                        log.warning("run lost by a previous trainer process", extra={"run_id": run_id})
+                    except (TransitionRefused, ServiceError):
+                        self.store.r.srem(self.store.trainer_key(self.id) + ":runs", run_id)
+
+    def _stop_disowned_runs(self) -> None:
+        """A run marked LOST or CANCELLED elsewhere (e.g. while our heartbeat lapsed) must not keep running."""
+        for run_id in self.processes.running():
+            try:
+                record = self.store.get_run(run_id)
+            except ServiceError:
+                continue
+            job = self.processes.get(run_id)
+            if job and (
+                record.status not in ACTIVE
+                or record.trainer != self.id
+                or record.attempt != job.child.attempt
+            ):
+                log.warning("run changed status elsewhere; stopping its process", extra={"run_id": run_id})
+                self.processes.stop(run_id, self.config.cancel_grace)
+
+    def _return_stale_placements(self) -> None:
+        """A run booked on this trainer that never arrived (its gateway died between booking and calling us)
+        goes back to the queue."""
+        cutoff = now_ms() - STALE_PLACEMENT_MS
+        with self._admit:
+            local = set(self.processes.running())
+            for record in self.store.get_runs(sorted(self.store.trainer_slot_runs(self.id) - local)):
+                if (
+                    record.status not in ("PLACED", "RESUMING")
+                    or record.trainer != self.id
+                    or record.updated_at > cutoff
+                ):
+                    continue
+                try:
+                    self.store.transition(
+                        record.id,
+                        "QUEUED" if record.status == "PLACED" else "RESUMING",
+                        only_from=[record.status],
+                        expect_trainer=self.id,
+                        release=True,
+                        queue="add",
+                        set_fields={"trainer": ""},
+                        reason=f"placed on trainer {self.id} but never started there; back in the queue",
+                    )
+                except ServiceError:
+                    pass
+
+    def shutdown(self) -> None:
+        """SIGTERM: take no new runs (the registry says draining, so nothing is placed here), let every run
+        checkpoint and record it LOST (the gateway resumes it), then leave the registry."""
+        self._closing = True
+        self.record.draining = True
+        self.store.register_trainer(self.record, self.config.heartbeat_ttl)
+        # Heartbeats go on while runs checkpoint, so the gateway does not reap them half-written.
+        self.processes.stop_all(self.config.shutdown_grace)
+        self._stop_heartbeat.set()
+        if self._heartbeat:
+            self._heartbeat.join(timeout=self.config.heartbeat_interval + 5)
+        self.store.unregister_trainer(self.id)
+
+    def info(self) -> TrainerRecord:
+        self.record.run_ids = sorted(self.store.trainer_slot_runs(self.id))
+        return self.record
+
+    # ---- runs ----
+
+    def start_run(
+        self,
+        spec: dict[str, Any],
+        run_id: str = "",
+        name: str = "",
+        experiment_id: str = "",
+        labels: dict | None = None,
+    ) -> RunRecord:
+        checked = check_spec(spec, self.roots)
+        run_id = check_id(run_id, "run_id") if run_id else new_id("r")
+        check_name(name)
+        labels = check_labels(labels or {})
+        if experiment_id:
+            check_id(experiment_id, "experiment_id")
+        with run_context(run_id), self._admit:
+            self._check_open()
+            self._check_free_slot()
+            existing = self._existing(run_id)
+            if existing is None:
+                record = RunRecord(
+                    id=run_id, spec=checked.submitted, name=name, experiment_id=experiment_id, labels=labels
+                )
+                self.store.create_run(record, claim=self.id, reason="submitted to trainer " + self.id)
+            elif existing.status == "QUEUED":
+                self.store.transition(
+                    run_id,
+                    "PLACED",
+                    claim=self.id,
+                    queue="remove",
+                    set_fields={"trainer": self.id},
+                    reason=f"taken by trainer {self.id}",
+                )
+            elif existing.status == "PLACED" and existing.trainer == self.id:
+                # Placed here by the gateway: run what was recorded, checked again on this machine.
+                checked = self._recheck(existing)
+            else:
+                raise FailedPrecondition(
+                    f"run {run_id} is {existing.status}"
+                    + (f" on trainer {existing.trainer}" if existing.trainer else ""),
+                    "run_id",
+                )
+            return self._launch(run_id, checked, "PLACED", resume=False)
+
+    def resume_run(self, run_id: str) -> RunRecord:
+        check_id(run_id, "run_id")
+        with run_context(run_id), self._admit:
+            self._check_open()
+            self._check_free_slot()
+            record = self.store.get_run(run_id)
+            if record.status == "SUCCEEDED":
+                raise FailedPrecondition(f"run {run_id} already SUCCEEDED; nothing to resume", "run_id")
+            if record.status == "RESUMING" and record.trainer not in ("", self.id):
+                raise FailedPrecondition(
+                    f"run {run_id} is being resumed on trainer {record.trainer}", "run_id"
+                )
+            if record.status in RESUMABLE or (record.status == "RESUMING" and not record.trainer):
+                self.store.transition(
+                    run_id,
+                    "RESUMING",
+                    only_from=[*RESUMABLE, "RESUMING"],
+                    claim=self.id,
+                    release=True,
+                    queue="remove",
+                    set_fields={
+                        "trainer": self.id,
+                        "previous_trainer": record.trainer or record.previous_trainer,
+                    },
+                    delete=["error", "finished_at"],
+                    reason=f"resuming on trainer {self.id}",
+                )
+            elif not (record.status == "RESUMING" and record.trainer == self.id):
+                raise FailedPrecondition(
+                    f"run {run_id} is {record.status}; only FAILED, CANCELLED or LOST runs resume", "run_id"
+                )
+            checked = self._recheck(self.store.get_run(run_id), from_status="RESUMING")
+            return self._launch(run_id, checked, "RESUMING", resume=True)
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise Unavailable(f"trainer {self.id} is shutting down")
+
+    def _check_free_slot(self) -> None:
+        if self.processes.free() <= 0:
+            busy = ", ".join(self.processes.running())
+            raise ResourceExhausted(
+                f"trainer {self.id} has no free slot ({self.config.slots} busy: {busy}); "
+                "retry later, or submit through the gateway, which queues runs"
+            )
+
+    def _existing(self, run_id: str) -> RunRecord | None:
+        try:
+            return self.store.get_run(run_id)
+        except ServiceError:
+            return None
+
+    def _recheck(self, record: RunRecord, from_status: str = "PLACED") -> CheckedSpec:
+        """Check a recorded spec on this machine; a failure fails the run (it was accepted upstream)."""
+        try:
+            return check_spec(record.spec, self.roots)
+        except ServiceError as exc:
+            self._fail(record.id, from_status, exc)
+            raise
+
+    def _fail(self, run_id: str, from_status: str, exc: ServiceError) -> None:
+        try:
+            self.store.transition(
+                run_id,
+                "FAILED",
+                only_from=[from_status],
+                expect_trainer=self.id,
+                release=True,
+                set_fields={"finished_at": now_ms()},
+                error={"code": exc.code, "field": exc.field, "message": exc.message},
+                reason="refused by trainer " + self.id,
+            )
+        except ServiceError:
+            log.warning("could not record the failure", extra={"run_id": run_id})
+
+    def _launch(self, run_id: str, checked: CheckedSpec, from_status: str, resume: bool) -> RunRecord:
+        record = self.store.get_run(run_id)
+        run_dir = self.roots.runs / run_id
+        if resume and not _has_checkpoint(run_dir):
+            resume = False  # lost or cancelled before its first checkpoint: start over
+        attempt = record.attempt + 1
+        self.store.transition(
+            run_id,
+            "RUNNING",
+            only_from=[from_status],
+            expect_trainer=self.id,
+            set_fields={
+                "attempt": attempt,
+                "started_at": now_ms(),
+                "run_dir": str(run_dir),
+                "total_steps": checked.iters,
+            },
+            reason=("resuming from the newest checkpoint" if resume else "starting")
+            + f" on trainer {self.id}",
+        )
+        child = RunChild(
+            run_id=run_id,
+            attempt=attempt,
+            spec=checked.resolved,
+            run_dir=str(run_dir),
+            resume=resume,
+            redis_url=self.config.redis_url,
+            redis_prefix=self.config.redis_prefix,
+            events_maxlen=self.config.events_maxlen,
+            log_level=self.config.log_level,
+            log_format=self.config.log_format,
+        )
+        try:
+            self.processes.start(child)
+        except Exception as exc:
+            error = (
+                exc
+                if isinstance(exc, ServiceError)
+                else ServiceError(f"could not start the run process: {exc}")
+            )
+            self._fail(run_id, "RUNNING", error)
+            raise error from exc
+        return self.store.get_run(run_id)
+
+    def _record_outcome(self, job: RunJob, outcome: Outcome) -> None:
+        """Turn a finished child's outcome into the run's final status (runs in the job's watch thread);
+        retried while Redis is unreachable, so a Redis restart does not leave the run RUNNING forever."""
+        for attempt in range(OUTCOME_RETRIES):
+            try:
+                return self._write_outcome(job, outcome)
+            except redis.RedisError as exc:
+                log.warning(
+                    "Redis unreachable; retrying the run's outcome",
+                    extra={"run_id": job.run_id, "error": str(exc)},
+                )
+                time.sleep(min(10.0, 0.5 * 2**attempt))
+        log.error("the run's outcome could not be recorded", extra={"run_id": job.run_id})
+
+    def _write_outcome(self, job: RunJob, outcome: Outcome) -> None:
+        run_id = job.run_id
+        common: dict[str, Any] = {"only_from": ["RUNNING"], "expect_trainer": self.id, "release": True}
+        with run_context(run_id):
+            if outcome.disowned:
+                # Someone else changed the run's status (and released the slot); leave it as it is.
+                self.store.r.srem(self.store.trainer_key(self.id) + ":runs", run_id)
+                log.info("run process ended after the run was taken over elsewhere")
+                return
+            result, error = outcome.result, outcome.error
+            try:
+                if result is not None and result.get("status") != "cancelled":
+                    self.store.transition(
+                        run_id,
+                        "SUCCEEDED",
+                        set_fields={"metrics": result, "finished_at": now_ms()},
+                        events=[("result", result)],
+                        reason="early stopped" if result.get("status") == "early_stopped" else "finished",
+                        **common,
+                    )
+                elif job.shutting_down:
+                    self.store.transition(
+                        run_id,
+                        "LOST",
+                        set_fields={"previous_trainer": self.id},
+                        error={"code": "UNAVAILABLE", "field": "", "message": f"trainer {self.id} shut down"},
+                        reason=f"trainer {self.id} shut down; the run resumes from its checkpoint",
+                        **common,
+                    )
+                elif result is not None or job.cancel_requested:
+                    self.store.transition(
+                        run_id,
+                        "CANCELLED",
+                        set_fields={"finished_at": now_ms()},
+                        reason="cancelled; the newest checkpoint is kept",
+                        **common,
+                    )
+                else:
+                    error = error or outcome.crash_error()
+                    self.store.transition(
+                        run_id,
+                        "FAILED",
+                        set_fields={"finished_at": now_ms()},
+                        error=error,
+                        reason="run process failed",
+                        **common,
+                    )
+                log.info("run ended", extra={"exitcode": outcome.exitcode})
+            except TransitionRefused as exc:
+                self.store.r.srem(self.store.trainer_key(self.id) + ":runs", run_id)
+                log.warning(
+                    "run outcome not recorded: status changed meanwhile", extra={"current": exc.current}
+                )
+
+    def cancel_run(self, run_id: str, reason: str = "") -> RunRecord:
+        check_id(run_id, "run_id")
+        check_name(reason, "reason")
+        with run_context(run_id):
+            record = self.store.get_run(run_id)
+            if record.status in TERMINAL:
+                raise FailedPrecondition(f"run {run_id} already {record.status}", "run_id")
+            if self.processes.stop(run_id, self.config.cancel_grace):
+                log.info("cancel requested", extra={"reason": reason})
+                return self.store.get_run(run_id)
+            if record.trainer and record.trainer != self.id and record.status in ACTIVE:
+                raise FailedPrecondition(
+                    f"run {run_id} is on trainer {record.trainer}; cancel it there or through the gateway",
+                    "run_id",
+                )
+            # Queued, lost, or placed here but not started: nothing runs, so it is cancelled at once.
+            self.store.transition(
+                run_id,
+                "CANCELLED",
+                only_from=["QUEUED", "PLACED", "LOST", "RESUMING"],
+                release=True,
+                queue="remove",
+                set_fields={"finished_at": now_ms()},
+                reason=reason or "cancel requested",
+            )
+            return self.store.get_run(run_id)
+
+    # ---- Evaluate / Generate ----
+
+    def _finished_run_dir(self, run_id: str) -> tuple[RunRecord, Path]:
+        check_id(run_id, "run_id")
+        record = self.store.get_run(run_id)
+        run_dir = self.roots.runs / run_id
+        if record.status not in ("SUCCEEDED", "CANCELLED"):
+            raise FailedPrecondition(
+                f"run {run_id} is {record.status}; only SUCCEEDED or CANCELLED runs have an adapter", "run_id"
+            )
+        if not (run_dir / "adapter_config.json").exists() and not (run_dir / "config.json").exists():
+            raise FailedPrecondition(f"run {run_id} has no saved adapter on trainer {self.id}", "run_id")
+        return record, run_dir
+
+    def evaluate(
+        self, run_id: str, split: str, max_batches: int, task_samples: int, is_active: Callable[[], bool]
+    ) -> dict:
+        split = check_evaluation(split, max_batches, task_samples)
+        _, run_dir = self._finished_run_dir(run_id)
+        kwargs = {
+            "run_dir": str(run_dir),
+            "split": split,
+            "max_batches": max_batches or -1,
+            "task_samples": task_samples,
+        }
+        with self._call_slot():
+            return next(
+                iter(
+                    stream_from_child(
+                        "evaluate", kwargs, is_active, self.config.log_level, self.config.log_format
+                    )
+                )
+            )
+
+    def generate(
+        self,
+        prompt: str,
+        run_id: str,
+        model: str,
+        max_tokens: int,
+        temperature: float,
+        is_active: Callable[[], bool],
+    ) -> Iterator[str]:
+        max_tokens = check_generation(prompt, max_tokens, temperature)
+        adapter_dir = None
+        if run_id:
+            record, run_dir = self._finished_run_dir(run_id)
+            base = check_spec(record.spec, self.roots).resolved["model"]
+            adapter_dir = str(run_dir)
+        else:
+            base = str(model_dir(model, self.roots, "model"))
+        kwargs = {
+            "model": base,
+            "prompt": prompt,
+            "adapter_dir": adapter_dir,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        with self._call_slot():
+            yield from stream_from_child(
+                "generate", kwargs, is_active, self.config.log_level, self.config.log_format
+            )
+
+    def _call_slot(self) -> _Slot:
+        if not self._calls.acquire(timeout=0):
+            raise ResourceExhausted(
+                f"{self.config.generate_slots} Generate/Evaluate call(s) already running on trainer {self.id}; retry shortly"
+            )
+        return _Slot(self._calls)
+
+
+class _Slot:
+    def __init__(self, semaphore: threading.BoundedSemaphore):
+        self.semaphore = semaphore
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self.semaphore.release()
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    if not run_dir.exists():
+        return False
+    from services.trainer.engine import checkpoint
+
+    return checkpoint.latest(run_dir) is not None

@@ -1,0 +1,1 @@
+"""peftlab: the Streamlit UI."""
