@@ -26,8 +26,8 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Llama-family names; mlx_lm's models use the same module paths inside each transformer block.
 # Peak learning rates when a spec does not set one. Adapters (scale alpha/rank = 2) learn the default
 # extraction task fastest near 2e-3 within 60-120 steps (sweep in README); full fine-tuning moves every
-# weight and needs ~40x less.
-DEFAULT_LEARNING_RATES = {"lora": 2e-3, "dora": 2e-3, "qlora": 2e-3, "full": 5e-5}
+# weight and needs ~20x less.
+DEFAULT_LEARNING_RATES = {"lora": 2e-3, "dora": 2e-3, "qlora": 2e-3, "full": 1e-4}
 DEFAULT_TARGET_MODULES = (
     "self_attn.q_proj",
     "self_attn.k_proj",
