@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import mlx.core as mx
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
 from ..paths import DEFAULT_MODEL_NAME, DEFAULT_QUANTIZED_MODEL_NAME, models_dir
+from .model_dir import write_model_dir
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CONTROL_TOKEN = 3  # llama.cpp's token_type for control (special) tokens
@@ -172,23 +170,6 @@ def tokenizer_files(meta: dict, out: Path) -> None:
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
 
 
-def write_model_dir(dest: Path, config: dict, weights: dict[str, mx.array], meta: dict) -> None:
-    """Writes into a temp dir next to `dest`, then renames: a killed conversion never leaves half a model."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        tokenizer_files(meta, tmp)
-        tmp.chmod(0o755)  # mkdtemp makes it private; a model dir is meant to be shared
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def convert(out_dir: Path, gguf_path: Path | None = None) -> tuple[Path, Path]:
     gguf, meta = mx.load(str(gguf_path or find_gguf()), return_metadata=True)
     config = model_config(meta)
@@ -206,8 +187,13 @@ def convert(out_dir: Path, gguf_path: Path | None = None) -> tuple[Path, Path]:
     quantized["quantization_config"] = quantized["quantization"]
     q_dir = out_dir / DEFAULT_QUANTIZED_MODEL_NAME
     f_dir = out_dir / DEFAULT_MODEL_NAME
-    write_model_dir(q_dir, quantized, weights, meta)
-    write_model_dir(f_dir, dict(config, torch_dtype="float32"), dequantized(weights, config), meta)
+    write_model_dir(q_dir, quantized, weights, lambda tmp: tokenizer_files(meta, tmp))
+    write_model_dir(
+        f_dir,
+        dict(config, torch_dtype="float32"),
+        dequantized(weights, config),
+        lambda tmp: tokenizer_files(meta, tmp),
+    )
     return f_dir, q_dir
 
 

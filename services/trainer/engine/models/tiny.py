@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
 from mlx_lm.models import llama
+
+from .model_dir import write_model_dir
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
@@ -43,21 +43,12 @@ def build(tokenizer_from: Path, out: Path, seed: int = 0) -> Path:
     mx.random.seed(seed)
     model = llama.Model(llama.ModelArgs.from_dict(config))
     weights = dict(tree_flatten(model.parameters()))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+
+    def add_tokenizer(tmp: Path) -> None:
         for name in TOKENIZER_FILES:
             shutil.copy(tokenizer_from / name, tmp / name)
-        tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+
+    return write_model_dir(out, config, weights, add_tokenizer)
 
 
 def main() -> None:
