@@ -1,1 +1,1 @@
-"""peftlab: optimizer."""
+"""peftlab: optimizer. Stateless Bayesian optimization (Suggest), LoRA rank and batch-size recommendations."""
