@@ -69,7 +69,8 @@ class RunSpec:
     weight_decay: float = field(default=0.0, metadata=_help("AdamW decoupled weight decay."))
     schedule: str = field(default="cosine", metadata=_help("cosine | linear | constant decay after warmup."))
     warmup_steps: int = field(
-        default=10, metadata=_help("Linear warmup from 0 over this many optimizer steps.")
+        default=6,
+        metadata=_help("Linear warmup from 0 over this many optimizer steps; unset = 10% of iters."),
     )
     min_lr_ratio: float = field(default=0.1, metadata=_help("Final learning rate as a fraction of the peak."))
     iters: int = field(
@@ -130,6 +131,8 @@ class RunSpec:
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 raise SpecError(key, f"unknown field{hint}")
         values = dict(values)
+        if "warmup_steps" not in values:
+            values["warmup_steps"] = _coerce(cls, "iters", values.get("iters", cls.iters)) // 10
         if "learning_rate" not in values:
             values["learning_rate"] = DEFAULT_LEARNING_RATES.get(
                 str(values.get("method", "lora")), cls.learning_rate
