@@ -12,9 +12,9 @@ comma := ,
 MODELS := var/models
 DATA := var/data/default
 
-.PHONY: setup venv system proto proto-check models data run stop test lint bench clean
+.PHONY: setup venv system browser proto proto-check models data run stop test lint bench clean
 
-setup: venv system proto models data
+setup: venv system browser proto models data
 
 venv: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml
@@ -30,6 +30,14 @@ system:
 	@if [ "$(UNAME)" = "Linux" ] && command -v apt-get >/dev/null && ! ls /usr/lib/*/openblas-pthread/libblas.so.3 >/dev/null 2>&1; then \
 		echo "installing libopenblas0-pthread"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas0-pthread >/dev/null; \
+	fi
+
+# Debian's chromium for the web UI's browser test (tests/test_ui_browser.py drives it with Playwright, whose pip
+# wheel carries its driver; `playwright install` is never run: it downloads browsers).
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
 proto: venv

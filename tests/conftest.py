@@ -99,3 +99,93 @@ def store(redis_url, redis_prefix):
     store = RunStore.from_url(redis_url, redis_prefix, events_maxlen=1000)
     yield store
     store.close()
+
+
+# ---- the UI's stack: optimizer, trainer, comparator and gateway on loopback with their own Redis prefix, shared
+# by the UI tests (tests/test_ui*.py); the UI finds the gateway through PEFTLAB_GATEWAY. ----
+
+
+@pytest.fixture(scope="session")
+def ui_stack(redis_server, tmp_path_factory):
+    import uuid
+    from types import SimpleNamespace
+
+    from service_helpers import free_port, start_comparator, start_gateway, start_optimizer, start_trainer
+
+    root = tmp_path_factory.mktemp("ui")
+    data_root, runs_root = root / "data", root / "runs"
+    write_chat_dataset(data_root / "chat")
+    prefix = f"ui{uuid.uuid4().hex[:6]}:"
+    optimizer = start_optimizer()
+    trainer = start_trainer(redis_server.url, prefix, data_root, runs_root)
+    comparator_port = free_port()
+    gateway = start_gateway(
+        redis_server.url,
+        prefix,
+        data_root,
+        runs_root,
+        optimizer_address=optimizer.address,
+        comparator_address=f"127.0.0.1:{comparator_port}",
+    )
+    comparator = start_comparator(
+        redis_server.url,
+        prefix,
+        comparator_port,
+        gateway.address,
+        optimizer.address,
+        root / "experiments",
+        data_root,
+    )
+    yield SimpleNamespace(
+        gateway=gateway,
+        trainer=trainer,
+        optimizer=optimizer,
+        comparator=comparator,
+        data_root=data_root,
+        runs_root=runs_root,
+        redis_url=redis_server.url,
+        prefix=prefix,
+    )
+    comparator.stop(grace=0)
+    gateway.stop()
+    trainer.stop()
+    optimizer.stop()
+
+
+@pytest.fixture(scope="session")
+def ui_finished_run(ui_stack):
+    """A SUCCEEDED tiny-model LoRA run on the UI stack (its adapter is in ui_stack.runs_root)."""
+    from peftlab.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2
+    from service_helpers import wait_for
+
+    from services.common.codec import spec_from_dict
+
+    stub = gateway_pb2_grpc.GatewayStub(ui_stack.gateway.channel)
+    spec = {"model": "tiny-llama", "data": "chat", "iters": 8, "warmup_steps": 0, "eval_every": 4, "rank": 8}
+    spec |= {"batch_size": 2, "max_seq_length": 64, "test_samples": 1, "max_new_tokens": 8, "val_batches": 2}
+    request = gateway_pb2.SubmitRunRequest(spec=spec_from_dict(spec), name="ui fixture run")
+    run_id = stub.SubmitRun(request, timeout=30).run.id
+    terminal = {
+        common_pb2.RUN_STATUS_SUCCEEDED,
+        common_pb2.RUN_STATUS_FAILED,
+        common_pb2.RUN_STATUS_CANCELLED,
+    }
+
+    def finished():
+        run = stub.GetRun(trainer_pb2.GetRunRequest(run_id=run_id), timeout=10).run
+        return run if run.status in terminal else None
+
+    run = wait_for(finished, timeout=180, interval=0.5, what=f"run {run_id} to finish")
+    assert run.status == common_pb2.RUN_STATUS_SUCCEEDED, run.error.message
+    return run
+
+
+@pytest.fixture
+def keep_main_module():
+    """AppTest leaves sys.modules["__main__"] set to the last script it ran, and the in-process trainer's
+    spawned run processes re-run __main__: put the real one back after each UI test."""
+    import sys
+
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main

@@ -129,3 +129,55 @@ def start_gateway(
     grpc_server.start()
     gateway.start()
     return Running(grpc_server, gateway, f"127.0.0.1:{grpc_server.port}")
+
+
+def start_optimizer() -> Running:
+    """The optimizer on a loopback port (it keeps no state: no Redis)."""
+    from services.optimizer.config import OptimizerConfig
+    from services.optimizer.server import make_server
+
+    grpc_server = make_server(OptimizerConfig(host="127.0.0.1", port=0))
+    grpc_server.start()
+    return Running(grpc_server, None, f"127.0.0.1:{grpc_server.port}")
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (for a server the gateway must know before it starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_comparator(
+    redis_url: str,
+    redis_prefix: str,
+    port: int,
+    gateway_address: str,
+    optimizer_address: str,
+    experiments_root: Path,
+    data_root: Path,
+    **overrides: Any,
+) -> Running:
+    """The comparator on `port`, driving experiments (its core is started) through the given gateway."""
+    from services.common.config import load_config
+    from services.comparator.config import ComparatorConfig
+    from services.comparator.server import make_server
+
+    values = {
+        "redis_url": redis_url,
+        "redis_prefix": redis_prefix,
+        "port": port,
+        "gateway_address": gateway_address,
+        "optimizer_address": optimizer_address,
+        "experiments_root": experiments_root,
+        "data_root": data_root,
+        "poll_interval": 0.3,
+        "lease_seconds": 3.0,
+    }
+    config = load_config(ComparatorConfig, env={}, **{**values, **overrides})
+    grpc_server, comparator = make_server(config)
+    grpc_server.start()
+    comparator.start()
+    return Running(grpc_server, comparator, f"127.0.0.1:{grpc_server.port}")

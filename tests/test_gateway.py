@@ -280,7 +280,8 @@ def test_trainers_hardware_and_status(redis_url, redis_prefix, roots, stub):
 
 
 def test_experiments_are_checked_then_forwarded(redis_url, redis_prefix, roots, chat_data):
-    comparator = make_comparator(load_config(ComparatorConfig, env={}, port=0))
+    config = load_config(ComparatorConfig, env={}, port=0, redis_url=redis_url, redis_prefix=redis_prefix)
+    comparator, _ = make_comparator(config)  # its core is not started: nothing drives the experiment
     comparator.start()
     running = start_gateway(
         redis_url, redis_prefix, *roots, comparator_address=f"127.0.0.1:{comparator.port}"
@@ -290,9 +291,8 @@ def test_experiments_are_checked_then_forwarded(redis_url, redis_prefix, roots, 
         base = spec_from_dict({"model": "tiny-llama", "data": chat_data.name})
         arms = [comparator_pb2.ComparisonArm(name="lora", overrides=spec_from_dict({"method": "lora"}))]
         request = comparator_pb2.StartComparisonRequest(base=base, arms=arms)
-        assert (
-            _error(lambda: stub.StartComparison(request, timeout=5)).code() == grpc.StatusCode.UNIMPLEMENTED
-        )
+        experiment = stub.StartComparison(request, timeout=5).experiment
+        assert experiment.id.startswith("x-") and experiment.total_runs == 1
         bad_arm = comparator_pb2.ComparisonArm(name="bad", overrides=spec_from_dict({"rank": 0}))
         bad = _error(
             lambda: stub.StartComparison(
@@ -303,11 +303,10 @@ def test_experiments_are_checked_then_forwarded(redis_url, redis_prefix, roots, 
         study = comparator_pb2.StartStudyRequest(base=base, n_trials=0)
         assert _field(_error(lambda: stub.StartStudy(study, timeout=5))) == "n_trials"
         get = comparator_pb2.GetExperimentRequest(experiment_id="x-1")
-        assert _error(lambda: stub.GetExperiment(get, timeout=5)).code() == grpc.StatusCode.UNIMPLEMENTED
+        assert _error(lambda: stub.GetExperiment(get, timeout=5)).code() == grpc.StatusCode.NOT_FOUND
         watch = comparator_pb2.WatchExperimentRequest(experiment_id="x-1")
         assert (
-            _error(lambda: list(stub.WatchExperiment(watch, timeout=5))).code()
-            == grpc.StatusCode.UNIMPLEMENTED
+            _error(lambda: list(stub.WatchExperiment(watch, timeout=5))).code() == grpc.StatusCode.NOT_FOUND
         )
         assert health_status(f"127.0.0.1:{comparator.port}") == health_pb2.HealthCheckResponse.SERVING
         assert "peftlab.v1.Comparator" in reflected_services(f"127.0.0.1:{comparator.port}")

@@ -156,6 +156,23 @@ def test_an_exhausted_discrete_space_says_so():
     assert res.suggestions == [] and res.notes
 
 
+def test_a_space_of_one_point_is_proposed_once_then_says_so():
+    # Every parameter fixed: a one-value choice, a one-value integer range, a range too narrow to resolve.
+    space = SearchSpace(
+        (
+            Parameter.categorical("method", ("lora",)),
+            Parameter.integer("rank", 8, 8),
+            Parameter.real("learning_rate", 1e-3, 1e-3 * (1 + 1e-9)),
+        )
+    )
+    first = suggest(SuggestRequest(space, []))
+    assert [s.params["method"] for s in first.suggestions] == ["lora"]
+    assert first.suggestions[0].params["rank"] == 8
+    tried = [Trial(first.suggestions[0].params, values={"valid_loss": 1.0})]
+    again = suggest(SuggestRequest(space, tried))
+    assert again.suggestions == [] and "tried" in again.notes[0]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field", "words"),
     [

@@ -3,6 +3,7 @@ command talks to the gateway (PEFTLAB_GATEWAY, default 127.0.0.1:50051; PEFTLAB_
 
     peftlab run submit run.yaml [--watch]     peftlab run watch ID      peftlab run list [--status running]
     peftlab run get ID    peftlab run cancel ID    peftlab run resume ID    peftlab status
+    peftlab compare --methods lora,dora,qlora,full      peftlab study --trials 12
 """
 
 from __future__ import annotations
@@ -394,6 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="services, trainers and runs at a glance")
     status.set_defaults(handler=cmd_status)
+
+    # `peftlab compare` and `peftlab study`: experiments through the comparator (services/cli/experiments.py).
+    from services.cli import experiments
+
+    experiments.add_commands(commands)
     return parser
 
 

@@ -70,7 +70,15 @@ def build_server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=[ServiceInterceptor(), *interceptors],
         # gRPC sets SO_REUSEPORT by default: a second server on a busy port would bind and share it silently.
-        options=[("grpc.so_reuseport", 0), ("grpc.keepalive_permit_without_calls", 1)],
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # Clients (the gateway's channels) ping every 30 s; gRPC's default server policy (one ping per 5 min
+            # without data) answers that with GOAWAY "too_many_pings", cutting long streams such as a forwarded
+            # WatchExperiment.
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10000),
+            ("grpc.http2.max_ping_strikes", 0),
+        ],
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

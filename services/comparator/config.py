@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from services.common.config import RedisConfig, env_field, load_config
+from services.trainer.engine import paths
 
 
 @dataclass
@@ -13,9 +15,26 @@ class ComparatorConfig(RedisConfig):
     port: int = env_field(50054, "Port to listen on; 0 = any free port.", "PEFTLAB_COMPARATOR_PORT")
     gateway_address: str = env_field("127.0.0.1:50051", "host:port of the gateway it submits runs through.")
     optimizer_address: str = env_field("127.0.0.1:50053", "host:port of the optimizer.")
-    max_workers: int = env_field(16, "gRPC worker threads.")
+    api_token: str = env_field("", "Bearer token for the gateway when its auth is on (PEFTLAB_API_TOKEN).")
+    experiments_root: Path = env_field(None, "Report dirs (<id>/report.md, ...); default var/experiments.")
+    models_root: Path = env_field(None, "Model dirs (for the PyTorch backend); default var/models.")
+    data_root: Path = env_field(None, "Dataset dirs (for the PyTorch backend); default var/data.")
+    poll_interval: float = env_field(1.0, "Seconds between two passes over the experiments it drives.")
+    lease_seconds: float = env_field(
+        10.0,
+        "An experiment's driver holds a lease renewed every pass; a crashed comparator's experiments are "
+        "taken over (by a replica or its restart) once it expires.",
+    )
+    call_timeout: float = env_field(30.0, "Deadline of calls to the gateway and the optimizer, seconds.")
+    local_slots: int = env_field(1, "PyTorch-backend runs this comparator executes at once.")
+    max_workers: int = env_field(16, "gRPC worker threads (each open watch stream holds one).")
     log_level: str = env_field("INFO", "Log level.")
     log_format: str = env_field("text", "text (key=value) or json.")
+
+    def __post_init__(self) -> None:
+        self.experiments_root = Path(self.experiments_root or paths.var_dir() / "experiments")
+        self.models_root = Path(self.models_root or paths.models_dir())
+        self.data_root = Path(self.data_root or paths.data_dir())
 
     def address(self) -> str:
         return f"{self.host}:{self.port}"

@@ -7,11 +7,18 @@ accepts is what training accepts.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import os
+import shutil
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from services.common.errors import AlreadyExists
 
 SPLITS = ("train", "valid", "test")
 
@@ -27,6 +34,9 @@ class ModelInfo:
     vocab_size: int = 0
     size_bytes: int = 0
     chat_template: bool = False
+    shape: dict[str, Any] = field(
+        default_factory=dict
+    )  # the memory model's ModelShape, for RecommendBatchSize
 
 
 @dataclass
@@ -61,6 +71,15 @@ class PreviewRow:
     total_tokens: int
 
 
+def _shape(config: dict) -> dict[str, Any]:
+    from services.trainer.engine.memory import ModelShape
+
+    try:
+        return dataclasses.asdict(ModelShape.from_config(config))
+    except (KeyError, TypeError, ZeroDivisionError):
+        return {}
+
+
 def describe_model(path: Path) -> ModelInfo:
     config = json.loads((path / "config.json").read_text())
     tokenizer_config = path / "tokenizer_config.json"
@@ -77,6 +96,7 @@ def describe_model(path: Path) -> ModelInfo:
         vocab_size=int(config.get("vocab_size", 0)),
         size_bytes=sum(f.stat().st_size for f in path.glob("*.safetensors")),
         chat_template=has_template,
+        shape=_shape(config),
     )
 
 
@@ -122,7 +142,12 @@ def describe_dataset(path: Path) -> DatasetInfo:
 def list_datasets(root: Path) -> list[DatasetInfo]:
     if not root.is_dir():
         return []
-    return [describe_dataset(p) for p in sorted(root.iterdir()) if (p / "train.jsonl").is_file()]
+    # Dot dirs are uploads being checked (create_dataset), not datasets yet.
+    return [
+        describe_dataset(p)
+        for p in sorted(root.iterdir())
+        if (p / "train.jsonl").is_file() and not p.name.startswith(".")
+    ]
 
 
 def validate_dataset(path: Path, max_problems: int = 50) -> tuple[bool, list[DatasetProblem]]:
@@ -169,8 +194,47 @@ def validate_dataset(path: Path, max_problems: int = 50) -> tuple[bool, list[Dat
     return not problems, problems
 
 
-@functools.lru_cache(maxsize=4)
+def create_dataset(
+    root: Path, name: str, files: dict[str, bytes], max_problems: int = 50
+) -> tuple[DatasetInfo | None, list[DatasetProblem]]:
+    """Write `files` (split -> JSONL bytes) as the dataset dir `root/name` when every line passes
+    `validate_dataset`; else write nothing. Returns (the dataset or None, the problems, by split file name)."""
+    target = root / name
+    if target.exists():
+        raise AlreadyExists(f"a dataset dir {name!r} already exists under {root}", "name")
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".upload-{name}-", dir=root))
+    try:
+        for split, data in files.items():
+            if data:
+                (staging / f"{split}.jsonl").write_bytes(data)
+        valid, problems = validate_dataset(staging, max_problems)
+        for problem in problems:
+            problem.file = Path(problem.file).name
+        if not valid:
+            return None, problems
+        os.chmod(staging, 0o755)
+        try:
+            staging.rename(target)  # atomic: a dataset dir is either absent or complete
+        except OSError:
+            raise AlreadyExists(f"a dataset dir {name!r} already exists under {root}", "name") from None
+        return describe_dataset(target), []
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+_TOKENIZER_LOCK = threading.Lock()
+
+
 def _tokenizer(model_dir: str) -> Any:
+    # One at a time: two first calls at once (two previews in flight) made `from transformers import
+    # AutoTokenizer` fail on a half-initialized module in one of the gRPC threads.
+    with _TOKENIZER_LOCK:
+        return _load_tokenizer(model_dir)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_tokenizer(model_dir: str) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir)

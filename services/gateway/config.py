@@ -20,7 +20,9 @@ class GatewayConfig(RedisConfig):
     data_root: Path = env_field(None, "Dataset dirs requests may name; default var/data.")
     runs_root: Path = env_field(None, "Run dirs; default var/runs.")
     comparator_address: str = env_field("127.0.0.1:50054", "host:port of the comparator.")
-    optimizer_address: str = env_field("127.0.0.1:50053", "host:port of the optimizer (for status).")
+    optimizer_address: str = env_field(
+        "127.0.0.1:50053", "host:port of the optimizer (status, RecommendBatchSize/Rank)."
+    )
     trainer_timeout: float = env_field(
         30.0, "Deadline of unary calls to trainers and the comparator, seconds."
     )

@@ -4,6 +4,7 @@ them, and picks the trainer that serves a Generate or Evaluate call. The service
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,41 @@ class Gateway:
         except (DatasetError, ValueError) as exc:
             raise InvalidArgument(f"{exc}; ValidateDataset lists every problem", "path") from None
         return out, total, model_path.name
+
+    def create_dataset(
+        self, name: str, files: dict[str, bytes], max_problems: int
+    ) -> tuple[catalog.DatasetInfo | None, list]:
+        check_id(name, "name")
+        max_problems = int(check_range(max_problems or 50, 1, 1000, "max_problems"))
+        for split in ("train", "valid"):
+            if not files.get(split):
+                raise InvalidArgument(f"{split}.jsonl is required and was empty", split)
+        info, problems = catalog.create_dataset(self.roots.data, name, files, max_problems)
+        if info is not None:
+            log.info("dataset created", extra={"dataset": name})
+        return info, problems
+
+    # ---- a finished run's adapter, read from its dir ----
+
+    def adapter_dir(self, run_id: str) -> Path:
+        """The dir of a SUCCEEDED or CANCELLED run, which must lie under this gateway's runs root."""
+        check_id(run_id, "run_id")
+        record = self.store.get_run(run_id)
+        if record.status not in ("SUCCEEDED", "CANCELLED"):
+            raise FailedPrecondition(
+                f"run {run_id} is {record.status}; only SUCCEEDED or CANCELLED runs have an adapter", "run_id"
+            )
+        run_dir = Path(record.run_dir) if record.run_dir else self.roots.runs / run_id
+        root = self.roots.runs
+        if run_dir != root and root not in Path(os.path.normpath(run_dir)).parents:
+            raise FailedPrecondition(
+                f"run {run_id}'s dir {run_dir} is not under this gateway's runs root {root} "
+                "(its trainer is on another machine)",
+                "run_id",
+            )
+        if not run_dir.is_dir():
+            raise NotFound(f"run {run_id}'s dir {run_dir} does not exist", "run_id")
+        return run_dir
 
     def _dataset(self, path: str) -> Path:
         if not path:

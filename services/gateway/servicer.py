@@ -8,7 +8,7 @@ import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from peftlab.v1 import gateway_pb2, gateway_pb2_grpc, trainer_pb2
+from peftlab.v1 import gateway_pb2, gateway_pb2_grpc, optimizer_pb2, trainer_pb2
 
 from services.common import codec
 from services.common.config import peftlab_version
@@ -16,8 +16,9 @@ from services.common.errors import InvalidArgument
 from services.common.interceptors import downstream_timeout, outgoing_metadata
 from services.common.run_rpcs import list_runs, watch_run
 from services.common.validation import check_evaluation, check_generation, check_id, check_range
+from services.gateway import adapters
 from services.gateway.gateway import Gateway
-from services.gateway.trainers import Channels, comparator_stub
+from services.gateway.trainers import Channels, comparator_stub, optimizer_stub
 
 
 def _placement(message) -> dict:
@@ -152,6 +153,48 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             for status, count in self.store.count_by_status().items():
                 response.runs.add(status=codec.STATUS_TO_PROTO[status], count=count)
         return response
+
+    def CreateDataset(self, request, context):
+        files = {"train": request.train, "valid": request.valid, "test": request.test}
+        info, problems = self.gateway.create_dataset(request.name, files, request.max_problems)
+        response = gateway_pb2.CreateDatasetResponse(
+            created=info is not None,
+            problems=[gateway_pb2.DatasetProblem(**dataclasses.asdict(p)) for p in problems],
+        )
+        if info is not None:
+            codec.fill(response.dataset, dataclasses.asdict(info))
+        return response
+
+    def DownloadAdapter(self, request, context):
+        for name, chunk, size in adapters.adapter_chunks(self.gateway.adapter_dir(request.run_id)):
+            yield gateway_pb2.DownloadAdapterResponse(file=name, data=chunk, size_bytes=size)
+
+    # ---- sizing a run: forwarded to the optimizer ----
+
+    def _optimizer(self):
+        return optimizer_stub(self.channels, self.config.optimizer_address)
+
+    def RecommendBatchSize(self, request, context):
+        timeout = downstream_timeout(context, self.config.trainer_timeout)
+        return self._optimizer().RecommendBatchSize(request, timeout=timeout, metadata=outgoing_metadata())
+
+    def RecommendRankFromRun(self, request, context):
+        if len(request.options.layers):
+            raise InvalidArgument(
+                "must be empty: the gateway reads the layers from the run", "options.layers"
+            )
+        forwarded = optimizer_pb2.RecommendRankRequest()
+        forwarded.CopyFrom(request.options)
+        for layer in adapters.layer_updates(self.gateway.adapter_dir(request.run_id)):
+            forwarded.layers.add(
+                name=layer.name,
+                in_features=layer.in_features,
+                out_features=layer.out_features,
+                rank=layer.rank,
+                singular_values=layer.singular_values,
+            )
+        timeout = downstream_timeout(context, self.config.trainer_timeout)
+        return self._optimizer().RecommendRank(forwarded, timeout=timeout, metadata=outgoing_metadata())
 
     def _health(self, address: str) -> tuple[bool, str]:
         try:

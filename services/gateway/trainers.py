@@ -1,11 +1,11 @@
-"""The gateway's gRPC clients for trainers (one cached channel per address) and the comparator."""
+"""The gateway's gRPC clients for trainers (one cached channel per address), the comparator and the optimizer."""
 
 from __future__ import annotations
 
 import threading
 
 import grpc
-from peftlab.v1 import comparator_pb2_grpc, trainer_pb2, trainer_pb2_grpc
+from peftlab.v1 import comparator_pb2_grpc, optimizer_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 
 from services.common import codec
 from services.common.errors import Unavailable
@@ -96,3 +96,7 @@ class TrainerClients:
 
 def comparator_stub(channels: Channels, address: str) -> comparator_pb2_grpc.ComparatorStub:
     return comparator_pb2_grpc.ComparatorStub(channels.get(address))
+
+
+def optimizer_stub(channels: Channels, address: str) -> optimizer_pb2_grpc.OptimizerStub:
+    return optimizer_pb2_grpc.OptimizerStub(channels.get(address))

@@ -158,11 +158,18 @@ def _check_request(req: SuggestRequest, enc: SpaceEncoder) -> _History:
             pruned_x.append(x)
             pruned_t.append(np.array(vals) * sign)
     k, d = len(names), enc.dim
-    X_obs = np.array(obs_x + pruned_x).reshape(-1, d)
-    T_obs = np.array(obs_t + pruned_t).reshape(-1, k)
     return _History(
-        X_obs, T_obs, np.array(failed).reshape(-1, d), np.array(running).reshape(-1, d), complete_idx
+        _rows(obs_x + pruned_x, d),
+        _rows(obs_t + pruned_t, k),
+        _rows(failed, d),
+        _rows(running, d),
+        complete_idx,
     )
+
+
+def _rows(vectors: list, width: int) -> np.ndarray:
+    """Stack vectors into a (len, width) matrix; width may be 0 (a space whose every parameter is fixed)."""
+    return np.array(vectors, dtype=float).reshape(len(vectors), width)
 
 
 def _design(enc: SpaceEncoder, req: SuggestRequest, avoid: np.ndarray) -> list[Suggestion]:
@@ -199,7 +206,9 @@ def suggest(req: SuggestRequest, priors: Hyperpriors | None = None) -> SuggestRe
     n_startup = req.n_startup or default_n_startup(len(req.space.parameters))
     notes: list[str] = []
     if enc.dim == 0:
-        # Every parameter has a single value: there is exactly one configuration.
+        # Every parameter has a single value: there is exactly one configuration, proposed until it is tried.
+        if avoid.shape[0]:
+            return SuggestResult([], front, None, ["the space has one point, and it has been tried"])
         return SuggestResult(
             [Suggestion(enc.decode(np.zeros(0)), "design")], front, None, ["the space has one point"]
         )

@@ -35,26 +35,30 @@ EXPERIMENT_STATUS_FAILED: ExperimentStatus
 EXPERIMENT_STATUS_CANCELLED: ExperimentStatus
 
 class ComparisonArm(_message.Message):
-    __slots__ = ("name", "overrides")
+    __slots__ = ("name", "overrides", "backend")
     NAME_FIELD_NUMBER: _ClassVar[int]
     OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
     name: str
     overrides: _common_pb2.RunSpec
-    def __init__(self, name: _Optional[str] = ..., overrides: _Optional[_Union[_common_pb2.RunSpec, _Mapping]] = ...) -> None: ...
+    backend: str
+    def __init__(self, name: _Optional[str] = ..., overrides: _Optional[_Union[_common_pb2.RunSpec, _Mapping]] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class StartComparisonRequest(_message.Message):
-    __slots__ = ("name", "base", "arms", "seeds", "placement")
+    __slots__ = ("name", "base", "arms", "seeds", "placement", "time_budget_seconds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BASE_FIELD_NUMBER: _ClassVar[int]
     ARMS_FIELD_NUMBER: _ClassVar[int]
     SEEDS_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    TIME_BUDGET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     base: _common_pb2.RunSpec
     arms: _containers.RepeatedCompositeFieldContainer[ComparisonArm]
     seeds: _containers.RepeatedScalarFieldContainer[int]
     placement: _common_pb2.Placement
-    def __init__(self, name: _Optional[str] = ..., base: _Optional[_Union[_common_pb2.RunSpec, _Mapping]] = ..., arms: _Optional[_Iterable[_Union[ComparisonArm, _Mapping]]] = ..., seeds: _Optional[_Iterable[int]] = ..., placement: _Optional[_Union[_common_pb2.Placement, _Mapping]] = ...) -> None: ...
+    time_budget_seconds: float
+    def __init__(self, name: _Optional[str] = ..., base: _Optional[_Union[_common_pb2.RunSpec, _Mapping]] = ..., arms: _Optional[_Iterable[_Union[ComparisonArm, _Mapping]]] = ..., seeds: _Optional[_Iterable[int]] = ..., placement: _Optional[_Union[_common_pb2.Placement, _Mapping]] = ..., time_budget_seconds: _Optional[float] = ...) -> None: ...
 
 class StartComparisonResponse(_message.Message):
     __slots__ = ("experiment",)
@@ -63,17 +67,19 @@ class StartComparisonResponse(_message.Message):
     def __init__(self, experiment: _Optional[_Union[Experiment, _Mapping]] = ...) -> None: ...
 
 class Pruning(_message.Message):
-    __slots__ = ("enabled", "min_steps", "warmup_trials")
+    __slots__ = ("enabled", "min_steps", "warmup_trials", "rule")
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     MIN_STEPS_FIELD_NUMBER: _ClassVar[int]
     WARMUP_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     enabled: bool
     min_steps: int
     warmup_trials: int
-    def __init__(self, enabled: _Optional[bool] = ..., min_steps: _Optional[int] = ..., warmup_trials: _Optional[int] = ...) -> None: ...
+    rule: str
+    def __init__(self, enabled: _Optional[bool] = ..., min_steps: _Optional[int] = ..., warmup_trials: _Optional[int] = ..., rule: _Optional[str] = ...) -> None: ...
 
 class StartStudyRequest(_message.Message):
-    __slots__ = ("name", "base", "space", "n_trials", "parallelism", "objectives", "pruning", "seed", "placement")
+    __slots__ = ("name", "base", "space", "n_trials", "parallelism", "objectives", "pruning", "seed", "placement", "time_budget_seconds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BASE_FIELD_NUMBER: _ClassVar[int]
     SPACE_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +89,7 @@ class StartStudyRequest(_message.Message):
     PRUNING_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    TIME_BUDGET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     base: _common_pb2.RunSpec
     space: _optimizer_pb2.SearchSpace
@@ -92,7 +99,8 @@ class StartStudyRequest(_message.Message):
     pruning: Pruning
     seed: int
     placement: _common_pb2.Placement
-    def __init__(self, name: _Optional[str] = ..., base: _Optional[_Union[_common_pb2.RunSpec, _Mapping]] = ..., space: _Optional[_Union[_optimizer_pb2.SearchSpace, _Mapping]] = ..., n_trials: _Optional[int] = ..., parallelism: _Optional[int] = ..., objectives: _Optional[_Iterable[_Union[_optimizer_pb2.StudyObjective, _Mapping]]] = ..., pruning: _Optional[_Union[Pruning, _Mapping]] = ..., seed: _Optional[int] = ..., placement: _Optional[_Union[_common_pb2.Placement, _Mapping]] = ...) -> None: ...
+    time_budget_seconds: float
+    def __init__(self, name: _Optional[str] = ..., base: _Optional[_Union[_common_pb2.RunSpec, _Mapping]] = ..., space: _Optional[_Union[_optimizer_pb2.SearchSpace, _Mapping]] = ..., n_trials: _Optional[int] = ..., parallelism: _Optional[int] = ..., objectives: _Optional[_Iterable[_Union[_optimizer_pb2.StudyObjective, _Mapping]]] = ..., pruning: _Optional[_Union[Pruning, _Mapping]] = ..., seed: _Optional[int] = ..., placement: _Optional[_Union[_common_pb2.Placement, _Mapping]] = ..., time_budget_seconds: _Optional[float] = ...) -> None: ...
 
 class StartStudyResponse(_message.Message):
     __slots__ = ("experiment",)
@@ -213,7 +221,7 @@ class GetReportRequest(_message.Message):
     def __init__(self, experiment_id: _Optional[str] = ...) -> None: ...
 
 class ReportRow(_message.Message):
-    __slots__ = ("label", "run_ids", "mean", "std", "params", "pareto")
+    __slots__ = ("label", "run_ids", "mean", "std", "params", "pareto", "ci95", "n", "status", "backend")
     class MeanEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -235,22 +243,49 @@ class ReportRow(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class Ci95Entry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     LABEL_FIELD_NUMBER: _ClassVar[int]
     RUN_IDS_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
     STD_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     PARETO_FIELD_NUMBER: _ClassVar[int]
+    CI95_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
     label: str
     run_ids: _containers.RepeatedScalarFieldContainer[str]
     mean: _containers.ScalarMap[str, float]
     std: _containers.ScalarMap[str, float]
     params: _containers.ScalarMap[str, str]
     pareto: bool
-    def __init__(self, label: _Optional[str] = ..., run_ids: _Optional[_Iterable[str]] = ..., mean: _Optional[_Mapping[str, float]] = ..., std: _Optional[_Mapping[str, float]] = ..., params: _Optional[_Mapping[str, str]] = ..., pareto: _Optional[bool] = ...) -> None: ...
+    ci95: _containers.ScalarMap[str, float]
+    n: int
+    status: str
+    backend: str
+    def __init__(self, label: _Optional[str] = ..., run_ids: _Optional[_Iterable[str]] = ..., mean: _Optional[_Mapping[str, float]] = ..., std: _Optional[_Mapping[str, float]] = ..., params: _Optional[_Mapping[str, str]] = ..., pareto: _Optional[bool] = ..., ci95: _Optional[_Mapping[str, float]] = ..., n: _Optional[int] = ..., status: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
+
+class ReportFailure(_message.Message):
+    __slots__ = ("label", "run_id", "code", "message")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    run_id: str
+    code: str
+    message: str
+    def __init__(self, label: _Optional[str] = ..., run_id: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class StatTest(_message.Message):
-    __slots__ = ("a", "b", "metric", "test", "statistic", "p_value", "effect_size")
+    __slots__ = ("a", "b", "metric", "test", "statistic", "p_value", "effect_size", "p_adjusted", "significant", "n", "mean_difference")
     A_FIELD_NUMBER: _ClassVar[int]
     B_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -258,6 +293,10 @@ class StatTest(_message.Message):
     STATISTIC_FIELD_NUMBER: _ClassVar[int]
     P_VALUE_FIELD_NUMBER: _ClassVar[int]
     EFFECT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    P_ADJUSTED_FIELD_NUMBER: _ClassVar[int]
+    SIGNIFICANT_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    MEAN_DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
     a: str
     b: str
     metric: str
@@ -265,7 +304,11 @@ class StatTest(_message.Message):
     statistic: float
     p_value: float
     effect_size: float
-    def __init__(self, a: _Optional[str] = ..., b: _Optional[str] = ..., metric: _Optional[str] = ..., test: _Optional[str] = ..., statistic: _Optional[float] = ..., p_value: _Optional[float] = ..., effect_size: _Optional[float] = ...) -> None: ...
+    p_adjusted: float
+    significant: bool
+    n: int
+    mean_difference: float
+    def __init__(self, a: _Optional[str] = ..., b: _Optional[str] = ..., metric: _Optional[str] = ..., test: _Optional[str] = ..., statistic: _Optional[float] = ..., p_value: _Optional[float] = ..., effect_size: _Optional[float] = ..., p_adjusted: _Optional[float] = ..., significant: _Optional[bool] = ..., n: _Optional[int] = ..., mean_difference: _Optional[float] = ...) -> None: ...
 
 class Plot(_message.Message):
     __slots__ = ("name", "title", "png", "data_json")
@@ -280,20 +323,28 @@ class Plot(_message.Message):
     def __init__(self, name: _Optional[str] = ..., title: _Optional[str] = ..., png: _Optional[bytes] = ..., data_json: _Optional[str] = ...) -> None: ...
 
 class Report(_message.Message):
-    __slots__ = ("experiment_id", "complete", "rows", "tests", "plots", "markdown")
+    __slots__ = ("experiment_id", "complete", "rows", "tests", "plots", "markdown", "failures", "notes", "directory", "json")
     EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     TESTS_FIELD_NUMBER: _ClassVar[int]
     PLOTS_FIELD_NUMBER: _ClassVar[int]
     MARKDOWN_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
     experiment_id: str
     complete: bool
     rows: _containers.RepeatedCompositeFieldContainer[ReportRow]
     tests: _containers.RepeatedCompositeFieldContainer[StatTest]
     plots: _containers.RepeatedCompositeFieldContainer[Plot]
     markdown: str
-    def __init__(self, experiment_id: _Optional[str] = ..., complete: _Optional[bool] = ..., rows: _Optional[_Iterable[_Union[ReportRow, _Mapping]]] = ..., tests: _Optional[_Iterable[_Union[StatTest, _Mapping]]] = ..., plots: _Optional[_Iterable[_Union[Plot, _Mapping]]] = ..., markdown: _Optional[str] = ...) -> None: ...
+    failures: _containers.RepeatedCompositeFieldContainer[ReportFailure]
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    directory: str
+    json: str
+    def __init__(self, experiment_id: _Optional[str] = ..., complete: _Optional[bool] = ..., rows: _Optional[_Iterable[_Union[ReportRow, _Mapping]]] = ..., tests: _Optional[_Iterable[_Union[StatTest, _Mapping]]] = ..., plots: _Optional[_Iterable[_Union[Plot, _Mapping]]] = ..., markdown: _Optional[str] = ..., failures: _Optional[_Iterable[_Union[ReportFailure, _Mapping]]] = ..., notes: _Optional[_Iterable[str]] = ..., directory: _Optional[str] = ..., json: _Optional[str] = ...) -> None: ...
 
 class GetReportResponse(_message.Message):
     __slots__ = ("report",)

@@ -25,10 +25,11 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from peftlab.v1 import common_pb2 as peftlab_dot_v1_dot_common__pb2
 from peftlab.v1 import comparator_pb2 as peftlab_dot_v1_dot_comparator__pb2
+from peftlab.v1 import optimizer_pb2 as peftlab_dot_v1_dot_optimizer__pb2
 from peftlab.v1 import trainer_pb2 as peftlab_dot_v1_dot_trainer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18peftlab/v1/gateway.proto\x12\npeftlab.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17peftlab/v1/common.proto\x1a\x1bpeftlab/v1/comparator.proto\x1a\x18peftlab/v1/trainer.proto\"\xed\x01\n\x10SubmitRunRequest\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.peftlab.v1.RunSpec\x12\x0c\n\x04name\x18\x02 \x01(\t\x12(\n\tplacement\x18\x03 \x01(\x0b\x32\x15.peftlab.v1.Placement\x12\x38\n\x06labels\x18\x04 \x03(\x0b\x32(.peftlab.v1.SubmitRunRequest.LabelsEntry\x12\x15\n\rexperiment_id\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\x11SubmitRunResponse\x12\x1c\n\x03run\x18\x01 \x01(\x0b\x32\x0f.peftlab.v1.Run\"\x13\n\x11ListModelsRequest\"\xb7\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\nmodel_type\x18\x03 \x01(\t\x12\x12\n\nquant_bits\x18\x04 \x01(\x05\x12\x12\n\nnum_layers\x18\x05 \x01(\x05\x12\x13\n\x0bhidden_size\x18\x06 \x01(\x05\x12\x12\n\nvocab_size\x18\x07 \x01(\x05\x12\x12\n\nsize_bytes\x18\x08 \x01(\x03\x12\x15\n\rchat_template\x18\t \x01(\x08\"I\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.peftlab.v1.ModelInfo\x12\x0c\n\x04root\x18\x02 \x01(\t\"\x15\n\x13ListDatasetsRequest\"<\n\tSplitInfo\x12\r\n\x05split\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\"`\n\x0b\x44\x61tasetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12%\n\x06splits\x18\x04 \x03(\x0b\x32\x15.peftlab.v1.SplitInfo\"O\n\x14ListDatasetsResponse\x12)\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x17.peftlab.v1.DatasetInfo\x12\x0c\n\x04root\x18\x02 \x01(\t\"<\n\x16ValidateDatasetRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x14\n\x0cmax_problems\x18\x02 \x01(\x05\"=\n\x0e\x44\x61tasetProblem\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\x05\x12\x0f\n\x07problem\x18\x03 \x01(\t\"\x80\x01\n\x17ValidateDatasetResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12(\n\x07\x64\x61taset\x18\x02 \x01(\x0b\x32\x17.peftlab.v1.DatasetInfo\x12,\n\x08problems\x18\x03 \x03(\x0b\x32\x1a.peftlab.v1.DatasetProblem\"Q\n\x15PreviewDatasetRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05split\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x05\x12\r\n\x05model\x18\x04 \x01(\t\"\x80\x01\n\nPreviewRow\x12\x0c\n\x04line\x18\x01 \x01(\x05\x12\x0c\n\x04json\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x06 \x01(\x05\"a\n\x16PreviewDatasetResponse\x12$\n\x04rows\x18\x01 \x03(\x0b\x32\x16.peftlab.v1.PreviewRow\x12\x12\n\ntotal_rows\x18\x02 \x01(\x03\x12\r\n\x05model\x18\x03 \x01(\t\"\x15\n\x13ListTrainersRequest\"A\n\x14ListTrainersResponse\x12)\n\x08trainers\x18\x01 \x03(\x0b\x32\x17.peftlab.v1.TrainerInfo\"\x15\n\x13ListHardwareRequest\"^\n\x0fTrainerHardware\x12\x12\n\ntrainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12&\n\x08hardware\x18\x03 \x01(\x0b\x32\x14.peftlab.v1.Hardware\"E\n\x14ListHardwareResponse\x12-\n\x08hardware\x18\x01 \x03(\x0b\x32\x1b.peftlab.v1.TrainerHardware\"\x12\n\x10GetStatusRequest\"O\n\rServiceStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"@\n\x08RunCount\x12%\n\x06status\x18\x01 \x01(\x0e\x32\x15.peftlab.v1.RunStatus\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xca\x01\n\x11GetStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12+\n\x08services\x18\x02 \x03(\x0b\x32\x19.peftlab.v1.ServiceStatus\x12)\n\x08trainers\x18\x03 \x03(\x0b\x32\x17.peftlab.v1.TrainerInfo\x12\"\n\x04runs\x18\x04 \x03(\x0b\x32\x14.peftlab.v1.RunCount\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xef\r\n\x07Gateway\x12H\n\tSubmitRun\x12\x1c.peftlab.v1.SubmitRunRequest\x1a\x1d.peftlab.v1.SubmitRunResponse\x12?\n\x06GetRun\x12\x19.peftlab.v1.GetRunRequest\x1a\x1a.peftlab.v1.GetRunResponse\x12\x45\n\x08ListRuns\x12\x1b.peftlab.v1.ListRunsRequest\x1a\x1c.peftlab.v1.ListRunsResponse\x12G\n\x08WatchRun\x12\x1b.peftlab.v1.WatchRunRequest\x1a\x1c.peftlab.v1.WatchRunResponse0\x01\x12H\n\tCancelRun\x12\x1c.peftlab.v1.CancelRunRequest\x1a\x1d.peftlab.v1.CancelRunResponse\x12H\n\tResumeRun\x12\x1c.peftlab.v1.ResumeRunRequest\x1a\x1d.peftlab.v1.ResumeRunResponse\x12\x45\n\x08\x45valuate\x12\x1b.peftlab.v1.EvaluateRequest\x1a\x1c.peftlab.v1.EvaluateResponse\x12G\n\x08Generate\x12\x1b.peftlab.v1.GenerateRequest\x1a\x1c.peftlab.v1.GenerateResponse0\x01\x12K\n\nListModels\x12\x1d.peftlab.v1.ListModelsRequest\x1a\x1e.peftlab.v1.ListModelsResponse\x12Q\n\x0cListDatasets\x12\x1f.peftlab.v1.ListDatasetsRequest\x1a .peftlab.v1.ListDatasetsResponse\x12Z\n\x0fValidateDataset\x12\".peftlab.v1.ValidateDatasetRequest\x1a#.peftlab.v1.ValidateDatasetResponse\x12W\n\x0ePreviewDataset\x12!.peftlab.v1.PreviewDatasetRequest\x1a\".peftlab.v1.PreviewDatasetResponse\x12Q\n\x0cListTrainers\x12\x1f.peftlab.v1.ListTrainersRequest\x1a .peftlab.v1.ListTrainersResponse\x12Q\n\x0cListHardware\x12\x1f.peftlab.v1.ListHardwareRequest\x1a .peftlab.v1.ListHardwareResponse\x12H\n\tGetStatus\x12\x1c.peftlab.v1.GetStatusRequest\x1a\x1d.peftlab.v1.GetStatusResponse\x12Z\n\x0fStartComparison\x12\".peftlab.v1.StartComparisonRequest\x1a#.peftlab.v1.StartComparisonResponse\x12K\n\nStartStudy\x12\x1d.peftlab.v1.StartStudyRequest\x1a\x1e.peftlab.v1.StartStudyResponse\x12T\n\rGetExperiment\x12 .peftlab.v1.GetExperimentRequest\x1a!.peftlab.v1.GetExperimentResponse\x12Z\n\x0fListExperiments\x12\".peftlab.v1.ListExperimentsRequest\x1a#.peftlab.v1.ListExperimentsResponse\x12\\\n\x0fWatchExperiment\x12\".peftlab.v1.WatchExperimentRequest\x1a#.peftlab.v1.WatchExperimentResponse0\x01\x12]\n\x10\x43\x61ncelExperiment\x12#.peftlab.v1.CancelExperimentRequest\x1a$.peftlab.v1.CancelExperimentResponse\x12H\n\tGetReport\x12\x1c.peftlab.v1.GetReportRequest\x1a\x1d.peftlab.v1.GetReportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18peftlab/v1/gateway.proto\x12\npeftlab.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17peftlab/v1/common.proto\x1a\x1bpeftlab/v1/comparator.proto\x1a\x1apeftlab/v1/optimizer.proto\x1a\x18peftlab/v1/trainer.proto\"\xed\x01\n\x10SubmitRunRequest\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.peftlab.v1.RunSpec\x12\x0c\n\x04name\x18\x02 \x01(\t\x12(\n\tplacement\x18\x03 \x01(\x0b\x32\x15.peftlab.v1.Placement\x12\x38\n\x06labels\x18\x04 \x03(\x0b\x32(.peftlab.v1.SubmitRunRequest.LabelsEntry\x12\x15\n\rexperiment_id\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\x11SubmitRunResponse\x12\x1c\n\x03run\x18\x01 \x01(\x0b\x32\x0f.peftlab.v1.Run\"\x13\n\x11ListModelsRequest\"\xde\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\nmodel_type\x18\x03 \x01(\t\x12\x12\n\nquant_bits\x18\x04 \x01(\x05\x12\x12\n\nnum_layers\x18\x05 \x01(\x05\x12\x13\n\x0bhidden_size\x18\x06 \x01(\x05\x12\x12\n\nvocab_size\x18\x07 \x01(\x05\x12\x12\n\nsize_bytes\x18\x08 \x01(\x03\x12\x15\n\rchat_template\x18\t \x01(\x08\x12%\n\x05shape\x18\n \x01(\x0b\x32\x16.peftlab.v1.ModelShape\"I\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.peftlab.v1.ModelInfo\x12\x0c\n\x04root\x18\x02 \x01(\t\"\x15\n\x13ListDatasetsRequest\"<\n\tSplitInfo\x12\r\n\x05split\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\"`\n\x0b\x44\x61tasetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12%\n\x06splits\x18\x04 \x03(\x0b\x32\x15.peftlab.v1.SplitInfo\"O\n\x14ListDatasetsResponse\x12)\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x17.peftlab.v1.DatasetInfo\x12\x0c\n\x04root\x18\x02 \x01(\t\"<\n\x16ValidateDatasetRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x14\n\x0cmax_problems\x18\x02 \x01(\x05\"=\n\x0e\x44\x61tasetProblem\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\x05\x12\x0f\n\x07problem\x18\x03 \x01(\t\"\x80\x01\n\x17ValidateDatasetResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12(\n\x07\x64\x61taset\x18\x02 \x01(\x0b\x32\x17.peftlab.v1.DatasetInfo\x12,\n\x08problems\x18\x03 \x03(\x0b\x32\x1a.peftlab.v1.DatasetProblem\"Q\n\x15PreviewDatasetRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05split\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x05\x12\r\n\x05model\x18\x04 \x01(\t\"\x80\x01\n\nPreviewRow\x12\x0c\n\x04line\x18\x01 \x01(\x05\x12\x0c\n\x04json\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x06 \x01(\x05\"a\n\x16PreviewDatasetResponse\x12$\n\x04rows\x18\x01 \x03(\x0b\x32\x16.peftlab.v1.PreviewRow\x12\x12\n\ntotal_rows\x18\x02 \x01(\x03\x12\r\n\x05model\x18\x03 \x01(\t\"\x15\n\x13ListTrainersRequest\"A\n\x14ListTrainersResponse\x12)\n\x08trainers\x18\x01 \x03(\x0b\x32\x17.peftlab.v1.TrainerInfo\"\x15\n\x13ListHardwareRequest\"^\n\x0fTrainerHardware\x12\x12\n\ntrainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12&\n\x08hardware\x18\x03 \x01(\x0b\x32\x14.peftlab.v1.Hardware\"E\n\x14ListHardwareResponse\x12-\n\x08hardware\x18\x01 \x03(\x0b\x32\x1b.peftlab.v1.TrainerHardware\"\x12\n\x10GetStatusRequest\"O\n\rServiceStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"@\n\x08RunCount\x12%\n\x06status\x18\x01 \x01(\x0e\x32\x15.peftlab.v1.RunStatus\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xca\x01\n\x11GetStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12+\n\x08services\x18\x02 \x03(\x0b\x32\x19.peftlab.v1.ServiceStatus\x12)\n\x08trainers\x18\x03 \x03(\x0b\x32\x17.peftlab.v1.TrainerInfo\x12\"\n\x04runs\x18\x04 \x03(\x0b\x32\x14.peftlab.v1.RunCount\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"f\n\x14\x43reateDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05train\x18\x02 \x01(\x0c\x12\r\n\x05valid\x18\x03 \x01(\x0c\x12\x0c\n\x04test\x18\x04 \x01(\x0c\x12\x14\n\x0cmax_problems\x18\x05 \x01(\x05\"\x80\x01\n\x15\x43reateDatasetResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\x12(\n\x07\x64\x61taset\x18\x02 \x01(\x0b\x32\x17.peftlab.v1.DatasetInfo\x12,\n\x08problems\x18\x03 \x03(\x0b\x32\x1a.peftlab.v1.DatasetProblem\"(\n\x16\x44ownloadAdapterRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"I\n\x17\x44ownloadAdapterResponse\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\"`\n\x1bRecommendRankFromRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x31\n\x07options\x18\x02 \x01(\x0b\x32 .peftlab.v1.RecommendRankRequest2\xec\x10\n\x07Gateway\x12H\n\tSubmitRun\x12\x1c.peftlab.v1.SubmitRunRequest\x1a\x1d.peftlab.v1.SubmitRunResponse\x12?\n\x06GetRun\x12\x19.peftlab.v1.GetRunRequest\x1a\x1a.peftlab.v1.GetRunResponse\x12\x45\n\x08ListRuns\x12\x1b.peftlab.v1.ListRunsRequest\x1a\x1c.peftlab.v1.ListRunsResponse\x12G\n\x08WatchRun\x12\x1b.peftlab.v1.WatchRunRequest\x1a\x1c.peftlab.v1.WatchRunResponse0\x01\x12H\n\tCancelRun\x12\x1c.peftlab.v1.CancelRunRequest\x1a\x1d.peftlab.v1.CancelRunResponse\x12H\n\tResumeRun\x12\x1c.peftlab.v1.ResumeRunRequest\x1a\x1d.peftlab.v1.ResumeRunResponse\x12\x45\n\x08\x45valuate\x12\x1b.peftlab.v1.EvaluateRequest\x1a\x1c.peftlab.v1.EvaluateResponse\x12G\n\x08Generate\x12\x1b.peftlab.v1.GenerateRequest\x1a\x1c.peftlab.v1.GenerateResponse0\x01\x12K\n\nListModels\x12\x1d.peftlab.v1.ListModelsRequest\x1a\x1e.peftlab.v1.ListModelsResponse\x12Q\n\x0cListDatasets\x12\x1f.peftlab.v1.ListDatasetsRequest\x1a .peftlab.v1.ListDatasetsResponse\x12Z\n\x0fValidateDataset\x12\".peftlab.v1.ValidateDatasetRequest\x1a#.peftlab.v1.ValidateDatasetResponse\x12W\n\x0ePreviewDataset\x12!.peftlab.v1.PreviewDatasetRequest\x1a\".peftlab.v1.PreviewDatasetResponse\x12Q\n\x0cListTrainers\x12\x1f.peftlab.v1.ListTrainersRequest\x1a .peftlab.v1.ListTrainersResponse\x12Q\n\x0cListHardware\x12\x1f.peftlab.v1.ListHardwareRequest\x1a .peftlab.v1.ListHardwareResponse\x12H\n\tGetStatus\x12\x1c.peftlab.v1.GetStatusRequest\x1a\x1d.peftlab.v1.GetStatusResponse\x12T\n\rCreateDataset\x12 .peftlab.v1.CreateDatasetRequest\x1a!.peftlab.v1.CreateDatasetResponse\x12\\\n\x0f\x44ownloadAdapter\x12\".peftlab.v1.DownloadAdapterRequest\x1a#.peftlab.v1.DownloadAdapterResponse0\x01\x12\x63\n\x12RecommendBatchSize\x12%.peftlab.v1.RecommendBatchSizeRequest\x1a&.peftlab.v1.RecommendBatchSizeResponse\x12\x62\n\x14RecommendRankFromRun\x12\'.peftlab.v1.RecommendRankFromRunRequest\x1a!.peftlab.v1.RecommendRankResponse\x12Z\n\x0fStartComparison\x12\".peftlab.v1.StartComparisonRequest\x1a#.peftlab.v1.StartComparisonResponse\x12K\n\nStartStudy\x12\x1d.peftlab.v1.StartStudyRequest\x1a\x1e.peftlab.v1.StartStudyResponse\x12T\n\rGetExperiment\x12 .peftlab.v1.GetExperimentRequest\x1a!.peftlab.v1.GetExperimentResponse\x12Z\n\x0fListExperiments\x12\".peftlab.v1.ListExperimentsRequest\x1a#.peftlab.v1.ListExperimentsResponse\x12\\\n\x0fWatchExperiment\x12\".peftlab.v1.WatchExperimentRequest\x1a#.peftlab.v1.WatchExperimentResponse0\x01\x12]\n\x10\x43\x61ncelExperiment\x12#.peftlab.v1.CancelExperimentRequest\x1a$.peftlab.v1.CancelExperimentResponse\x12H\n\tGetReport\x12\x1c.peftlab.v1.GetReportRequest\x1a\x1d.peftlab.v1.GetReportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,56 +38,66 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBMITRUNREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_SUBMITRUNREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_SUBMITRUNREQUEST']._serialized_start=154
-  _globals['_SUBMITRUNREQUEST']._serialized_end=391
-  _globals['_SUBMITRUNREQUEST_LABELSENTRY']._serialized_start=346
-  _globals['_SUBMITRUNREQUEST_LABELSENTRY']._serialized_end=391
-  _globals['_SUBMITRUNRESPONSE']._serialized_start=393
-  _globals['_SUBMITRUNRESPONSE']._serialized_end=442
-  _globals['_LISTMODELSREQUEST']._serialized_start=444
-  _globals['_LISTMODELSREQUEST']._serialized_end=463
-  _globals['_MODELINFO']._serialized_start=466
-  _globals['_MODELINFO']._serialized_end=649
-  _globals['_LISTMODELSRESPONSE']._serialized_start=651
-  _globals['_LISTMODELSRESPONSE']._serialized_end=724
-  _globals['_LISTDATASETSREQUEST']._serialized_start=726
-  _globals['_LISTDATASETSREQUEST']._serialized_end=747
-  _globals['_SPLITINFO']._serialized_start=749
-  _globals['_SPLITINFO']._serialized_end=809
-  _globals['_DATASETINFO']._serialized_start=811
-  _globals['_DATASETINFO']._serialized_end=907
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=909
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=988
-  _globals['_VALIDATEDATASETREQUEST']._serialized_start=990
-  _globals['_VALIDATEDATASETREQUEST']._serialized_end=1050
-  _globals['_DATASETPROBLEM']._serialized_start=1052
-  _globals['_DATASETPROBLEM']._serialized_end=1113
-  _globals['_VALIDATEDATASETRESPONSE']._serialized_start=1116
-  _globals['_VALIDATEDATASETRESPONSE']._serialized_end=1244
-  _globals['_PREVIEWDATASETREQUEST']._serialized_start=1246
-  _globals['_PREVIEWDATASETREQUEST']._serialized_end=1327
-  _globals['_PREVIEWROW']._serialized_start=1330
-  _globals['_PREVIEWROW']._serialized_end=1458
-  _globals['_PREVIEWDATASETRESPONSE']._serialized_start=1460
-  _globals['_PREVIEWDATASETRESPONSE']._serialized_end=1557
-  _globals['_LISTTRAINERSREQUEST']._serialized_start=1559
-  _globals['_LISTTRAINERSREQUEST']._serialized_end=1580
-  _globals['_LISTTRAINERSRESPONSE']._serialized_start=1582
-  _globals['_LISTTRAINERSRESPONSE']._serialized_end=1647
-  _globals['_LISTHARDWAREREQUEST']._serialized_start=1649
-  _globals['_LISTHARDWAREREQUEST']._serialized_end=1670
-  _globals['_TRAINERHARDWARE']._serialized_start=1672
-  _globals['_TRAINERHARDWARE']._serialized_end=1766
-  _globals['_LISTHARDWARERESPONSE']._serialized_start=1768
-  _globals['_LISTHARDWARERESPONSE']._serialized_end=1837
-  _globals['_GETSTATUSREQUEST']._serialized_start=1839
-  _globals['_GETSTATUSREQUEST']._serialized_end=1857
-  _globals['_SERVICESTATUS']._serialized_start=1859
-  _globals['_SERVICESTATUS']._serialized_end=1938
-  _globals['_RUNCOUNT']._serialized_start=1940
-  _globals['_RUNCOUNT']._serialized_end=2004
-  _globals['_GETSTATUSRESPONSE']._serialized_start=2007
-  _globals['_GETSTATUSRESPONSE']._serialized_end=2209
-  _globals['_GATEWAY']._serialized_start=2212
-  _globals['_GATEWAY']._serialized_end=3987
+  _globals['_SUBMITRUNREQUEST']._serialized_start=182
+  _globals['_SUBMITRUNREQUEST']._serialized_end=419
+  _globals['_SUBMITRUNREQUEST_LABELSENTRY']._serialized_start=374
+  _globals['_SUBMITRUNREQUEST_LABELSENTRY']._serialized_end=419
+  _globals['_SUBMITRUNRESPONSE']._serialized_start=421
+  _globals['_SUBMITRUNRESPONSE']._serialized_end=470
+  _globals['_LISTMODELSREQUEST']._serialized_start=472
+  _globals['_LISTMODELSREQUEST']._serialized_end=491
+  _globals['_MODELINFO']._serialized_start=494
+  _globals['_MODELINFO']._serialized_end=716
+  _globals['_LISTMODELSRESPONSE']._serialized_start=718
+  _globals['_LISTMODELSRESPONSE']._serialized_end=791
+  _globals['_LISTDATASETSREQUEST']._serialized_start=793
+  _globals['_LISTDATASETSREQUEST']._serialized_end=814
+  _globals['_SPLITINFO']._serialized_start=816
+  _globals['_SPLITINFO']._serialized_end=876
+  _globals['_DATASETINFO']._serialized_start=878
+  _globals['_DATASETINFO']._serialized_end=974
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=976
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=1055
+  _globals['_VALIDATEDATASETREQUEST']._serialized_start=1057
+  _globals['_VALIDATEDATASETREQUEST']._serialized_end=1117
+  _globals['_DATASETPROBLEM']._serialized_start=1119
+  _globals['_DATASETPROBLEM']._serialized_end=1180
+  _globals['_VALIDATEDATASETRESPONSE']._serialized_start=1183
+  _globals['_VALIDATEDATASETRESPONSE']._serialized_end=1311
+  _globals['_PREVIEWDATASETREQUEST']._serialized_start=1313
+  _globals['_PREVIEWDATASETREQUEST']._serialized_end=1394
+  _globals['_PREVIEWROW']._serialized_start=1397
+  _globals['_PREVIEWROW']._serialized_end=1525
+  _globals['_PREVIEWDATASETRESPONSE']._serialized_start=1527
+  _globals['_PREVIEWDATASETRESPONSE']._serialized_end=1624
+  _globals['_LISTTRAINERSREQUEST']._serialized_start=1626
+  _globals['_LISTTRAINERSREQUEST']._serialized_end=1647
+  _globals['_LISTTRAINERSRESPONSE']._serialized_start=1649
+  _globals['_LISTTRAINERSRESPONSE']._serialized_end=1714
+  _globals['_LISTHARDWAREREQUEST']._serialized_start=1716
+  _globals['_LISTHARDWAREREQUEST']._serialized_end=1737
+  _globals['_TRAINERHARDWARE']._serialized_start=1739
+  _globals['_TRAINERHARDWARE']._serialized_end=1833
+  _globals['_LISTHARDWARERESPONSE']._serialized_start=1835
+  _globals['_LISTHARDWARERESPONSE']._serialized_end=1904
+  _globals['_GETSTATUSREQUEST']._serialized_start=1906
+  _globals['_GETSTATUSREQUEST']._serialized_end=1924
+  _globals['_SERVICESTATUS']._serialized_start=1926
+  _globals['_SERVICESTATUS']._serialized_end=2005
+  _globals['_RUNCOUNT']._serialized_start=2007
+  _globals['_RUNCOUNT']._serialized_end=2071
+  _globals['_GETSTATUSRESPONSE']._serialized_start=2074
+  _globals['_GETSTATUSRESPONSE']._serialized_end=2276
+  _globals['_CREATEDATASETREQUEST']._serialized_start=2278
+  _globals['_CREATEDATASETREQUEST']._serialized_end=2380
+  _globals['_CREATEDATASETRESPONSE']._serialized_start=2383
+  _globals['_CREATEDATASETRESPONSE']._serialized_end=2511
+  _globals['_DOWNLOADADAPTERREQUEST']._serialized_start=2513
+  _globals['_DOWNLOADADAPTERREQUEST']._serialized_end=2553
+  _globals['_DOWNLOADADAPTERRESPONSE']._serialized_start=2555
+  _globals['_DOWNLOADADAPTERRESPONSE']._serialized_end=2628
+  _globals['_RECOMMENDRANKFROMRUNREQUEST']._serialized_start=2630
+  _globals['_RECOMMENDRANKFROMRUNREQUEST']._serialized_end=2726
+  _globals['_GATEWAY']._serialized_start=2729
+  _globals['_GATEWAY']._serialized_end=4885
 # @@protoc_insertion_point(module_scope)

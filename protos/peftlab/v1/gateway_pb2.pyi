@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from peftlab.v1 import common_pb2 as _common_pb2
 from peftlab.v1 import comparator_pb2 as _comparator_pb2
+from peftlab.v1 import optimizer_pb2 as _optimizer_pb2
 from peftlab.v1 import trainer_pb2 as _trainer_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -44,7 +45,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "path", "model_type", "quant_bits", "num_layers", "hidden_size", "vocab_size", "size_bytes", "chat_template")
+    __slots__ = ("name", "path", "model_type", "quant_bits", "num_layers", "hidden_size", "vocab_size", "size_bytes", "chat_template", "shape")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +55,7 @@ class ModelInfo(_message.Message):
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
     name: str
     path: str
     model_type: str
@@ -63,7 +65,8 @@ class ModelInfo(_message.Message):
     vocab_size: int
     size_bytes: int
     chat_template: bool
-    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., model_type: _Optional[str] = ..., quant_bits: _Optional[int] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., size_bytes: _Optional[int] = ..., chat_template: _Optional[bool] = ...) -> None: ...
+    shape: _optimizer_pb2.ModelShape
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., model_type: _Optional[str] = ..., quant_bits: _Optional[int] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., size_bytes: _Optional[int] = ..., chat_template: _Optional[bool] = ..., shape: _Optional[_Union[_optimizer_pb2.ModelShape, _Mapping]] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models", "root")
@@ -240,3 +243,51 @@ class GetStatusResponse(_message.Message):
     runs: _containers.RepeatedCompositeFieldContainer[RunCount]
     time: _timestamp_pb2.Timestamp
     def __init__(self, version: _Optional[str] = ..., services: _Optional[_Iterable[_Union[ServiceStatus, _Mapping]]] = ..., trainers: _Optional[_Iterable[_Union[_common_pb2.TrainerInfo, _Mapping]]] = ..., runs: _Optional[_Iterable[_Union[RunCount, _Mapping]]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateDatasetRequest(_message.Message):
+    __slots__ = ("name", "train", "valid", "test", "max_problems")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_FIELD_NUMBER: _ClassVar[int]
+    VALID_FIELD_NUMBER: _ClassVar[int]
+    TEST_FIELD_NUMBER: _ClassVar[int]
+    MAX_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    train: bytes
+    valid: bytes
+    test: bytes
+    max_problems: int
+    def __init__(self, name: _Optional[str] = ..., train: _Optional[bytes] = ..., valid: _Optional[bytes] = ..., test: _Optional[bytes] = ..., max_problems: _Optional[int] = ...) -> None: ...
+
+class CreateDatasetResponse(_message.Message):
+    __slots__ = ("created", "dataset", "problems")
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    created: bool
+    dataset: DatasetInfo
+    problems: _containers.RepeatedCompositeFieldContainer[DatasetProblem]
+    def __init__(self, created: _Optional[bool] = ..., dataset: _Optional[_Union[DatasetInfo, _Mapping]] = ..., problems: _Optional[_Iterable[_Union[DatasetProblem, _Mapping]]] = ...) -> None: ...
+
+class DownloadAdapterRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class DownloadAdapterResponse(_message.Message):
+    __slots__ = ("file", "data", "size_bytes")
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    file: str
+    data: bytes
+    size_bytes: int
+    def __init__(self, file: _Optional[str] = ..., data: _Optional[bytes] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class RecommendRankFromRunRequest(_message.Message):
+    __slots__ = ("run_id", "options")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    options: _optimizer_pb2.RecommendRankRequest
+    def __init__(self, run_id: _Optional[str] = ..., options: _Optional[_Union[_optimizer_pb2.RecommendRankRequest, _Mapping]] = ...) -> None: ...

@@ -5,6 +5,7 @@ import warnings
 
 from peftlab.v1 import comparator_pb2 as peftlab_dot_v1_dot_comparator__pb2
 from peftlab.v1 import gateway_pb2 as peftlab_dot_v1_dot_gateway__pb2
+from peftlab.v1 import optimizer_pb2 as peftlab_dot_v1_dot_optimizer__pb2
 from peftlab.v1 import trainer_pb2 as peftlab_dot_v1_dot_trainer__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -110,6 +111,26 @@ class GatewayStub:
                 '/peftlab.v1.Gateway/GetStatus',
                 request_serializer=peftlab_dot_v1_dot_gateway__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=peftlab_dot_v1_dot_gateway__pb2.GetStatusResponse.FromString,
+                _registered_method=True)
+        self.CreateDataset = channel.unary_unary(
+                '/peftlab.v1.Gateway/CreateDataset',
+                request_serializer=peftlab_dot_v1_dot_gateway__pb2.CreateDatasetRequest.SerializeToString,
+                response_deserializer=peftlab_dot_v1_dot_gateway__pb2.CreateDatasetResponse.FromString,
+                _registered_method=True)
+        self.DownloadAdapter = channel.unary_stream(
+                '/peftlab.v1.Gateway/DownloadAdapter',
+                request_serializer=peftlab_dot_v1_dot_gateway__pb2.DownloadAdapterRequest.SerializeToString,
+                response_deserializer=peftlab_dot_v1_dot_gateway__pb2.DownloadAdapterResponse.FromString,
+                _registered_method=True)
+        self.RecommendBatchSize = channel.unary_unary(
+                '/peftlab.v1.Gateway/RecommendBatchSize',
+                request_serializer=peftlab_dot_v1_dot_optimizer__pb2.RecommendBatchSizeRequest.SerializeToString,
+                response_deserializer=peftlab_dot_v1_dot_optimizer__pb2.RecommendBatchSizeResponse.FromString,
+                _registered_method=True)
+        self.RecommendRankFromRun = channel.unary_unary(
+                '/peftlab.v1.Gateway/RecommendRankFromRun',
+                request_serializer=peftlab_dot_v1_dot_gateway__pb2.RecommendRankFromRunRequest.SerializeToString,
+                response_deserializer=peftlab_dot_v1_dot_optimizer__pb2.RecommendRankResponse.FromString,
                 _registered_method=True)
         self.StartComparison = channel.unary_unary(
                 '/peftlab.v1.Gateway/StartComparison',
@@ -259,6 +280,41 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateDataset(self, request, context):
+        """Write an uploaded dataset (JSONL splits) into a new dir under the data root. Every line is checked
+        first; when any problem is found nothing is written and the response lists the problems by file and
+        line. ALREADY_EXISTS when the name is taken.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadAdapter(self, request, context):
+        """The files of a finished run's adapter (adapter_config.json, adapters.safetensors) in chunks, read from
+        the run's dir, which must lie under the gateway's runs root (a trainer on the same machine).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecommendBatchSize(self, request, context):
+        """---- sizing a run (forwarded to the optimizer) ----
+        The optimizer's RecommendBatchSize, forwarded as it is: the largest micro-batch that fits a memory
+        budget and the predicted peak memory (the engine's memory model). ModelInfo.shape gives the model's shape.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecommendRankFromRun(self, request, context):
+        """A LoRA rank from a finished probe run: the gateway reads the probe's adapter from its run dir (under the
+        gateway's runs root), sends each adapted layer's singular values to the optimizer's RecommendRank and
+        returns its answer. FAILED_PRECONDITION when the run has no LoRA-style adapter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StartComparison(self, request, context):
         """---- experiments (forwarded to the comparator) ----
         """
@@ -379,6 +435,26 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=peftlab_dot_v1_dot_gateway__pb2.GetStatusRequest.FromString,
                     response_serializer=peftlab_dot_v1_dot_gateway__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'CreateDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateDataset,
+                    request_deserializer=peftlab_dot_v1_dot_gateway__pb2.CreateDatasetRequest.FromString,
+                    response_serializer=peftlab_dot_v1_dot_gateway__pb2.CreateDatasetResponse.SerializeToString,
+            ),
+            'DownloadAdapter': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadAdapter,
+                    request_deserializer=peftlab_dot_v1_dot_gateway__pb2.DownloadAdapterRequest.FromString,
+                    response_serializer=peftlab_dot_v1_dot_gateway__pb2.DownloadAdapterResponse.SerializeToString,
+            ),
+            'RecommendBatchSize': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecommendBatchSize,
+                    request_deserializer=peftlab_dot_v1_dot_optimizer__pb2.RecommendBatchSizeRequest.FromString,
+                    response_serializer=peftlab_dot_v1_dot_optimizer__pb2.RecommendBatchSizeResponse.SerializeToString,
+            ),
+            'RecommendRankFromRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecommendRankFromRun,
+                    request_deserializer=peftlab_dot_v1_dot_gateway__pb2.RecommendRankFromRunRequest.FromString,
+                    response_serializer=peftlab_dot_v1_dot_optimizer__pb2.RecommendRankResponse.SerializeToString,
             ),
             'StartComparison': grpc.unary_unary_rpc_method_handler(
                     servicer.StartComparison,
@@ -821,6 +897,114 @@ class Gateway:
             '/peftlab.v1.Gateway/GetStatus',
             peftlab_dot_v1_dot_gateway__pb2.GetStatusRequest.SerializeToString,
             peftlab_dot_v1_dot_gateway__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/peftlab.v1.Gateway/CreateDataset',
+            peftlab_dot_v1_dot_gateway__pb2.CreateDatasetRequest.SerializeToString,
+            peftlab_dot_v1_dot_gateway__pb2.CreateDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadAdapter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/peftlab.v1.Gateway/DownloadAdapter',
+            peftlab_dot_v1_dot_gateway__pb2.DownloadAdapterRequest.SerializeToString,
+            peftlab_dot_v1_dot_gateway__pb2.DownloadAdapterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecommendBatchSize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/peftlab.v1.Gateway/RecommendBatchSize',
+            peftlab_dot_v1_dot_optimizer__pb2.RecommendBatchSizeRequest.SerializeToString,
+            peftlab_dot_v1_dot_optimizer__pb2.RecommendBatchSizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecommendRankFromRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/peftlab.v1.Gateway/RecommendRankFromRun',
+            peftlab_dot_v1_dot_gateway__pb2.RecommendRankFromRunRequest.SerializeToString,
+            peftlab_dot_v1_dot_optimizer__pb2.RecommendRankResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,299 @@
+"""`peftlab compare` and `peftlab study`: start a method comparison or a hyperparameter study on the
+gateway, follow it, and print (and save) its report.
+
+    peftlab compare --methods lora,dora,qlora,full --iters 60 --seeds 0,1 [--torch lora] [--out DIR]
+    peftlab study --trials 12 --parallelism 2 --methods lora,dora [--prune median] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_METHODS = "lora,dora,qlora,full"
+
+
+def _base_spec(args: argparse.Namespace):
+    """The base RunSpec: --config YAML, then the shortcuts, then --set key=value (CLI > YAML)."""
+    import yaml
+    from peftlab.v1 import common_pb2
+
+    from services.cli.main import load_spec
+    from services.common.codec import fill
+
+    spec = load_spec(args.config) if args.config else common_pb2.RunSpec()
+    shortcuts = {
+        "model": args.model,
+        "data": args.data,
+        "iters": args.iters,
+        "test_samples": args.test_samples,
+        "eval_every": args.eval_every,
+    }
+    values: dict[str, Any] = {k: v for k, v in shortcuts.items() if v is not None}
+    for item in args.set or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --set wants key=value, got {item!r}")
+        values[key] = yaml.safe_load(text)
+    if args.iters is not None and "warmup_steps" not in values and not spec.HasField("warmup_steps"):
+        # The default warmup (10 steps) would not fit a short run: a tenth of it instead.
+        values["warmup_steps"] = min(10, args.iters // 10)
+    try:
+        return fill(spec, values)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _placement(args: argparse.Namespace):
+    from peftlab.v1 import common_pb2
+
+    return common_pb2.Placement(device=args.device or "", trainer_id=args.trainer or "")
+
+
+def _status(value: int) -> str:
+    from peftlab.v1 import comparator_pb2
+
+    return comparator_pb2.ExperimentStatus.Name(value).removeprefix("EXPERIMENT_STATUS_")
+
+
+def follow(client, experiment_id: str) -> str:
+    """Print the experiment's events until it ends (reconnecting from the last event if the gateway goes
+    away); its final status."""
+    import grpc
+    from peftlab.v1 import comparator_pb2, optimizer_pb2
+
+    from services.cli.main import RECONNECT_SECONDS, _console
+
+    console = _console()
+    after, status, lost_since = "", "RUNNING", 0.0
+    started = time.monotonic()
+    while True:
+        try:
+            request = comparator_pb2.WatchExperimentRequest(experiment_id=experiment_id, after_event_id=after)
+            for response in client.stream("WatchExperiment", request):
+                event = response.event
+                after, lost_since = event.id, 0.0
+                kind = event.WhichOneof("payload")
+                clock = f"[dim]{time.monotonic() - started:6.0f}s[/]"
+                if kind == "status":
+                    status = _status(event.status)
+                    console.print(f"{clock} experiment [bold]{status}[/]")
+                elif kind == "run_submitted":
+                    console.print(f"{clock} run {event.run_submitted} submitted")
+                elif kind == "run_finished":
+                    console.print(f"{clock} run {event.run_finished} ended")
+                elif kind == "trial":
+                    trial = event.trial
+                    state = optimizer_pb2.TrialStatus.Name(trial.status).removeprefix("TRIAL_STATUS_")
+                    params = ", ".join(f"{k}={_value(v)}" for k, v in sorted(trial.params.items()))
+                    values = ", ".join(f"{k}={v:.4g}" for k, v in trial.values.items())
+                    console.print(
+                        f"{clock} trial {state.lower()}: {params}" + (f" -> {values}" if values else "")
+                    )
+                elif kind == "log":
+                    console.print(f"{clock} [yellow]{event.log}[/]")
+            if status != "RUNNING":
+                return status
+            time.sleep(1.0)  # the stream ended early (a comparator restarting): follow on from the last event
+        except grpc.RpcError as exc:
+            reconnect = (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.CANCELLED,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            )
+            if exc.code() not in reconnect:
+                raise
+            lost_since = lost_since or time.monotonic()
+            if time.monotonic() - lost_since > RECONNECT_SECONDS:
+                raise
+            time.sleep(2.0)
+
+
+def _value(v) -> str:
+    kind = v.WhichOneof("value")
+    value = getattr(v, kind) if kind else ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def show_report(client, experiment_id: str, out: Path | None) -> None:
+    """Print the report's tables; save its files to `out` when given (the comparator writes them under its
+    own experiments root too)."""
+    from peftlab.v1 import comparator_pb2
+    from rich.markdown import Markdown
+
+    from services.cli.main import _console
+
+    report = client.call(
+        "GetReport", comparator_pb2.GetReportRequest(experiment_id=experiment_id), timeout=300
+    ).report
+    console = _console()
+    console.print(Markdown(report.markdown))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(report.markdown)
+        (out / "report.json").write_text(report.json)
+        for plot in report.plots:
+            (out / f"{plot.name}.png").write_bytes(plot.png)
+        console.print(f"report saved to {out}")
+    console.print(f"report files on the comparator's machine: {report.directory}")
+
+
+def cmd_compare(client, args: argparse.Namespace) -> int:
+    from peftlab.v1 import common_pb2, comparator_pb2
+
+    from services.cli.main import _console
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    torch_methods = [m.strip() for m in (args.torch or "").split(",") if m.strip()]
+    arms = [comparator_pb2.ComparisonArm(name=m, overrides=common_pb2.RunSpec(method=m)) for m in methods]
+    arms += [
+        comparator_pb2.ComparisonArm(
+            name=f"{m}-torch", overrides=common_pb2.RunSpec(method=m), backend="torch"
+        )
+        for m in torch_methods
+    ]
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else []
+    request = comparator_pb2.StartComparisonRequest(
+        name=args.name or f"compare {','.join(methods + [f'{m}-torch' for m in torch_methods])}",
+        base=_base_spec(args),
+        arms=arms,
+        seeds=seeds,
+        placement=_placement(args),
+        time_budget_seconds=args.time_budget or 0.0,
+    )
+    experiment = client.call("StartComparison", request).experiment
+    _console().print(f"comparison [bold]{experiment.id}[/]: {experiment.total_runs} runs")
+    return _finish(client, experiment.id, args)
+
+
+def _space(args: argparse.Namespace):
+    from google.protobuf import json_format
+    from peftlab.v1 import optimizer_pb2
+
+    if args.space:
+        import yaml
+
+        try:
+            values = yaml.safe_load(Path(args.space).read_text())
+        except OSError as exc:
+            raise SystemExit(f"error: cannot read {args.space}: {exc.strerror}") from None
+        return json_format.ParseDict(values, optimizer_pb2.SearchSpace())
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    parameters: list[dict[str, Any]] = []
+    if len(methods) > 1:
+        parameters.append(
+            {"name": "method", "categorical": {"values": [{"string_value": m} for m in methods]}}
+        )
+    adapters = [m for m in methods if m != "full"]
+    low = 1e-5 if "full" in methods else 2e-4
+    parameters.append({"name": "learning_rate", "float_range": {"low": low, "high": 5e-3, "log": True}})
+    if adapters:
+        rank: dict[str, Any] = {"name": "rank", "int_range": {"low": 2, "high": 32, "log": True}}
+        if len(methods) > 1:
+            rank["condition"] = {"parent": "method", "values": [{"string_value": m} for m in adapters]}
+        parameters.append(rank)
+    return json_format.ParseDict({"parameters": parameters}, optimizer_pb2.SearchSpace())
+
+
+def cmd_study(client, args: argparse.Namespace) -> int:
+    from peftlab.v1 import comparator_pb2, optimizer_pb2
+
+    from services.cli.main import _console
+
+    objectives = []
+    for text in args.objective or ["best_valid_loss"]:
+        name, _, direction = text.partition(":")
+        maximize = direction.lower() in ("max", "maximize")
+        objectives.append(
+            optimizer_pb2.StudyObjective(
+                name=name,
+                direction=optimizer_pb2.StudyObjective.MAXIMIZE
+                if maximize
+                else optimizer_pb2.StudyObjective.MINIMIZE,
+            )
+        )
+    request = comparator_pb2.StartStudyRequest(
+        name=args.name or f"study {args.methods}",
+        base=_base_spec(args),
+        space=_space(args),
+        n_trials=args.trials,
+        parallelism=args.parallelism,
+        objectives=objectives,
+        pruning=comparator_pb2.Pruning(
+            enabled=bool(args.prune), rule=args.prune or "", min_steps=args.prune_after or 0
+        ),
+        seed=args.seed,
+        placement=_placement(args),
+        time_budget_seconds=args.time_budget or 0.0,
+    )
+    experiment = client.call("StartStudy", request).experiment
+    space = json.dumps([p.name for p in request.space.parameters])
+    _console().print(f"study [bold]{experiment.id}[/]: {args.trials} trials over {space}")
+    return _finish(client, experiment.id, args)
+
+
+def _finish(client, experiment_id: str, args: argparse.Namespace) -> int:
+    from services.cli.main import _console
+
+    if args.no_wait:
+        return 0
+    tic = time.monotonic()
+    status = follow(client, experiment_id)
+    _console().print(f"{status} after {time.monotonic() - tic:.0f} s")
+    show_report(client, experiment_id, Path(args.out) if args.out else None)
+    return 0 if status == "SUCCEEDED" else 1
+
+
+def add_commands(commands) -> None:
+    """Register `compare` and `study` on the `peftlab` parser's subcommands."""
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--config", type=Path, help="YAML file of base RunSpec fields")
+        parser.add_argument("--model", help="model dir under the models root (default: the default model)")
+        parser.add_argument("--data", help="dataset dir under the data root (default: the default dataset)")
+        parser.add_argument("--iters", type=int, help="optimizer steps per run")
+        parser.add_argument("--eval-every", type=int, help="validate every N steps")
+        parser.add_argument("--test-samples", type=int, help="test samples scored for exact match")
+        parser.add_argument(
+            "--set", action="append", metavar="KEY=VALUE", help="any RunSpec field (repeatable)"
+        )
+        parser.add_argument("--time-budget", type=float, help="wall-time budget per run, seconds")
+        parser.add_argument(
+            "--device", choices=["cpu", "gpu", "apple", "cuda"], help="preferred trainer device"
+        )
+        parser.add_argument("--trainer", help="preferred trainer id")
+        parser.add_argument("--name", help="experiment label")
+        parser.add_argument("--out", help="also save the report (md, json, png) in this dir")
+        parser.add_argument("--no-wait", action="store_true", help="start it and return")
+
+    compare = commands.add_parser("compare", help="compare methods side by side over seeds, with a report")
+    compare.add_argument(
+        "--methods", default=DEFAULT_METHODS, help=f"comma-separated (default {DEFAULT_METHODS})"
+    )
+    compare.add_argument("--seeds", help="comma-separated seeds (default 0)")
+    compare.add_argument(
+        "--torch", help="methods to also run with the PyTorch + PEFT backend, e.g. lora,full"
+    )
+    common(compare)
+    compare.set_defaults(handler=cmd_compare)
+
+    study = commands.add_parser("study", help="a hyperparameter study driven by the optimizer, with a report")
+    study.add_argument("--trials", type=int, default=12, help="trials in all (default 12)")
+    study.add_argument("--parallelism", type=int, default=2, help="trials at once (default 2)")
+    study.add_argument("--methods", default="lora,dora", help="methods searched over (default lora,dora)")
+    study.add_argument(
+        "--space", help="YAML SearchSpace instead of the default (method, learning_rate, rank)"
+    )
+    study.add_argument(
+        "--objective",
+        action="append",
+        help="NAME[:min|max], repeatable for a Pareto study (default best_valid_loss:min)",
+    )
+    study.add_argument("--prune", choices=["median", "halving"], help="stop unpromising trials early")
+    study.add_argument("--prune-after", type=int, help="never prune before this step")
+    study.add_argument("--seed", type=int, default=0, help="the optimizer's seed")
+    common(study)
+    study.set_defaults(handler=cmd_study)

@@ -1,0 +1,111 @@
+"""The comparator's gRPC clients: the gateway (submit and cancel runs: its validation, its placement on the
+trainer pool) and the optimizer (Suggest). Errors come back as the domain errors of services/common/errors.py
+(UNAVAILABLE and DEADLINE_EXCEEDED as Unavailable: the driver retries on its next pass)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from peftlab.v1 import gateway_pb2, gateway_pb2_grpc, optimizer_pb2, optimizer_pb2_grpc, trainer_pb2
+
+from services.common import codec as common_codec
+from services.common.errors import ServiceError, Unavailable, error_for_code
+from services.common.interceptors import FIELD_KEY, outgoing_metadata
+
+from . import codec
+from .experiments import Objective
+from .state import TrialRecord
+
+_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _error(exc: grpc.RpcError, what: str) -> ServiceError:
+    if exc.code() in _TRANSIENT:
+        return Unavailable(f"{what} unreachable: {exc.code().name}")
+    field = dict(exc.trailing_metadata() or ()).get(FIELD_KEY, "")
+    return error_for_code(exc.code().name, exc.details() or exc.code().name, field)
+
+
+class GatewayRuns:
+    """Submits and cancels runs through the gateway."""
+
+    def __init__(self, address: str, token: str = "", timeout: float = 30.0):
+        self.channel = grpc.insecure_channel(address)
+        self.stub = gateway_pb2_grpc.GatewayStub(self.channel)
+        self.token = token
+        self.timeout = timeout
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        auth = (("authorization", f"Bearer {self.token}"),) if self.token else ()
+        return outgoing_metadata(auth)
+
+    def submit(
+        self,
+        spec: dict[str, Any],
+        name: str,
+        placement: dict[str, Any],
+        labels: dict[str, str],
+        experiment_id: str,
+    ) -> str:
+        request = gateway_pb2.SubmitRunRequest(
+            spec=common_codec.spec_from_dict(spec),
+            name=name[:200],
+            labels=labels,
+            experiment_id=experiment_id,
+        )
+        common_codec.fill(request.placement, placement)
+        try:
+            return self.stub.SubmitRun(request, timeout=self.timeout, metadata=self._metadata()).run.id
+        except grpc.RpcError as exc:
+            raise _error(exc, "gateway") from None
+
+    def cancel(self, run_id: str, reason: str) -> None:
+        try:
+            self.stub.CancelRun(
+                trainer_pb2.CancelRunRequest(run_id=run_id, reason=reason[:200]),
+                timeout=self.timeout,
+                metadata=self._metadata(),
+            )
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                return  # it ended meanwhile
+            raise _error(exc, "gateway") from None
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+class OptimizerClient:
+    """Asks the optimizer for the next configurations of a study."""
+
+    def __init__(self, address: str, timeout: float = 30.0):
+        self.channel = grpc.insecure_channel(address)
+        self.stub = optimizer_pb2_grpc.OptimizerStub(self.channel)
+        self.timeout = timeout
+
+    def suggest(
+        self,
+        space: dict[str, Any],
+        trials: list[TrialRecord],
+        n: int,
+        seed: int,
+        objectives: list[Objective],
+    ) -> list[tuple[dict[str, Any], str]]:
+        request = optimizer_pb2.SuggestRequest(
+            space=codec.space_from_dict(space),
+            trials=[codec.trial_to_proto(t) for t in trials],
+            n=n,
+            seed=seed,
+            objectives=[codec.objective_to_proto(o) for o in objectives],
+        )
+        try:
+            reply = self.stub.Suggest(request, timeout=self.timeout, metadata=outgoing_metadata())
+        except grpc.RpcError as exc:
+            raise _error(exc, "optimizer") from None
+        return [
+            ({k: codec.value_from_proto(v) for k, v in s.params.items()}, s.source) for s in reply.suggestions
+        ]
+
+    def close(self) -> None:
+        self.channel.close()

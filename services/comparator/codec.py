@@ -1,0 +1,256 @@
+"""Protos <-> the comparator core's dataclasses (requests, experiments, trials, events, reports)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from google.protobuf import json_format
+from peftlab.v1 import comparator_pb2 as pb
+from peftlab.v1 import optimizer_pb2
+
+from services.common.codec import fill, spec_from_dict, spec_to_dict
+from services.common.errors import InvalidArgument
+
+from .experiments import (
+    Arm,
+    ComparisonRequest,
+    ExperimentView,
+    Objective,
+    ReportFiles,
+    StudyRequest,
+)
+from .pruning import PruningRule
+from .state import ExperimentEvent, TrialRecord
+
+KIND_TO_PROTO = {"comparison": pb.EXPERIMENT_KIND_COMPARISON, "study": pb.EXPERIMENT_KIND_STUDY}
+STATUS_TO_PROTO = {k.removeprefix("EXPERIMENT_STATUS_"): v for k, v in pb.ExperimentStatus.items() if v}
+TRIAL_STATUS_TO_PROTO = {
+    k.removeprefix("TRIAL_STATUS_"): v for k, v in optimizer_pb2.TrialStatus.items() if v
+}
+_DIRECTION = {
+    optimizer_pb2.StudyObjective.DIRECTION_UNSPECIFIED: "minimize",
+    optimizer_pb2.StudyObjective.MINIMIZE: "minimize",
+    optimizer_pb2.StudyObjective.MAXIMIZE: "maximize",
+}
+
+
+# ---- values, spaces, trials -----------------------------------------------------------------------------
+
+
+def value_from_proto(message: optimizer_pb2.ParameterValue) -> Any:
+    kind = message.WhichOneof("value")
+    return getattr(message, kind) if kind else None
+
+
+def value_to_proto(value: Any) -> optimizer_pb2.ParameterValue:
+    if isinstance(value, bool):
+        return optimizer_pb2.ParameterValue(bool_value=value)
+    if isinstance(value, int):
+        return optimizer_pb2.ParameterValue(int_value=value)
+    if isinstance(value, float):
+        return optimizer_pb2.ParameterValue(float_value=value)
+    return optimizer_pb2.ParameterValue(string_value=str(value))
+
+
+def space_to_dict(space: optimizer_pb2.SearchSpace) -> dict[str, Any]:
+    return json_format.MessageToDict(space, preserving_proto_field_name=True)
+
+
+def space_from_dict(values: dict[str, Any]) -> optimizer_pb2.SearchSpace:
+    return json_format.ParseDict(values, optimizer_pb2.SearchSpace())
+
+
+def objective_to_proto(objective: Objective) -> optimizer_pb2.StudyObjective:
+    direction = (
+        optimizer_pb2.StudyObjective.MAXIMIZE
+        if objective.direction == "maximize"
+        else optimizer_pb2.StudyObjective.MINIMIZE
+    )
+    return optimizer_pb2.StudyObjective(name=objective.name, direction=direction)
+
+
+def trial_to_proto(trial: TrialRecord) -> optimizer_pb2.Trial:
+    values = {k: v for k, v in trial.values.items() if isinstance(v, int | float) and math.isfinite(v)}
+    return optimizer_pb2.Trial(
+        trial_id=trial.run_id or f"trial-{trial.number}",
+        params={k: value_to_proto(v) for k, v in trial.params.items()},
+        status=TRIAL_STATUS_TO_PROTO.get(trial.status, 0),
+        values=values,
+    )
+
+
+# ---- requests -------------------------------------------------------------------------------------------
+
+
+def _placement(message) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in {
+            "device": message.device,
+            "trainer_id": message.trainer_id,
+            "strict": message.strict,
+        }.items()
+        if v
+    }
+
+
+def comparison_request_from_proto(message: pb.StartComparisonRequest) -> ComparisonRequest:
+    return ComparisonRequest(
+        name=message.name,
+        base=spec_to_dict(message.base),
+        arms=[Arm(a.name, spec_to_dict(a.overrides), a.backend or "mlx") for a in message.arms],
+        seeds=[int(s) for s in message.seeds],
+        placement=_placement(message.placement),
+        time_budget_seconds=message.time_budget_seconds,
+    )
+
+
+def study_request_from_proto(message: pb.StartStudyRequest) -> StudyRequest:
+    for i, objective in enumerate(message.objectives):
+        if objective.direction not in _DIRECTION:
+            raise InvalidArgument(f"unknown direction {objective.direction}", f"objectives[{i}].direction")
+    return StudyRequest(
+        name=message.name,
+        base=spec_to_dict(message.base),
+        space=space_to_dict(message.space),
+        n_trials=message.n_trials,
+        parallelism=message.parallelism,
+        objectives=[Objective(o.name, _DIRECTION[o.direction]) for o in message.objectives],
+        pruning=PruningRule(
+            enabled=message.pruning.enabled,
+            min_steps=message.pruning.min_steps,
+            warmup_trials=message.pruning.warmup_trials,
+            rule=message.pruning.rule or "median",
+        ),
+        seed=message.seed,
+        placement=_placement(message.placement),
+        time_budget_seconds=message.time_budget_seconds,
+    )
+
+
+def comparison_request_to_proto(request: dict[str, Any]) -> pb.StartComparisonRequest:
+    req = ComparisonRequest.from_dict(request)
+    out = pb.StartComparisonRequest(
+        name=req.name,
+        base=spec_from_dict(req.base),
+        seeds=req.seeds,
+        time_budget_seconds=req.time_budget_seconds,
+    )
+    for arm in req.arms:
+        out.arms.add(name=arm.name, overrides=spec_from_dict(arm.overrides), backend=arm.backend)
+    fill(out.placement, req.placement)
+    return out
+
+
+def study_request_to_proto(request: dict[str, Any]) -> pb.StartStudyRequest:
+    req = StudyRequest.from_dict(request)
+    out = pb.StartStudyRequest(
+        name=req.name,
+        base=spec_from_dict(req.base),
+        space=space_from_dict(req.space),
+        n_trials=req.n_trials,
+        parallelism=req.parallelism,
+        objectives=[objective_to_proto(o) for o in req.objectives],
+        pruning=pb.Pruning(
+            enabled=req.pruning.enabled,
+            min_steps=req.pruning.min_steps,
+            warmup_trials=req.pruning.warmup_trials,
+            rule=req.pruning.rule,
+        ),
+        seed=req.seed,
+        time_budget_seconds=req.time_budget_seconds,
+    )
+    fill(out.placement, req.placement)
+    return out
+
+
+# ---- experiments and events -----------------------------------------------------------------------------
+
+
+def experiment_to_proto(view: ExperimentView) -> pb.Experiment:
+    record = view.record
+    out = pb.Experiment(
+        id=record.id,
+        kind=KIND_TO_PROTO.get(record.kind, 0),
+        name=record.name,
+        status=STATUS_TO_PROTO.get(record.status, 0),
+        run_ids=view.run_ids,
+        total_runs=record.total_runs,
+        finished_runs=view.finished_runs,
+    )
+    for name in ("created_at", "updated_at", "finished_at"):
+        ms = getattr(record, name)
+        if ms:
+            getattr(out, name).FromMilliseconds(ms)
+    if record.kind == "comparison":
+        out.comparison.CopyFrom(comparison_request_to_proto(record.request))
+    else:
+        out.study.CopyFrom(study_request_to_proto(record.request))
+        out.trials.extend(trial_to_proto(t) for t in view.trials)
+    if record.error:
+        fill(out.error, record.error)
+    return out
+
+
+def event_to_proto(event: ExperimentEvent) -> pb.ExperimentEvent:
+    out = pb.ExperimentEvent(id=event.id, experiment_id=event.experiment_id)
+    out.time.FromMilliseconds(event.time_ms)
+    data = event.data
+    if event.kind == "status":
+        out.status = STATUS_TO_PROTO.get(data.get("status", ""), 0)
+    elif event.kind == "run_submitted":
+        out.run_submitted = data.get("run_id", "")
+    elif event.kind == "run_finished":
+        out.run_finished = data.get("run_id", "")
+    elif event.kind == "trial":
+        out.trial.CopyFrom(trial_to_proto(TrialRecord(**data)))
+    else:
+        out.log = data.get("message", "")
+    return out
+
+
+def report_to_proto(files: ReportFiles) -> pb.Report:
+    report = files.report
+    out = pb.Report(
+        experiment_id=report.experiment_id,
+        complete=report.complete,
+        markdown=files.markdown,
+        notes=report.notes,
+        directory=files.directory,
+        json=files.json_text,
+    )
+    for row in report.rows:
+        out.rows.add(
+            label=row.label,
+            run_ids=row.run_ids,
+            mean={k: v for k, v in row.mean.items() if math.isfinite(v)},
+            std={k: v for k, v in row.std.items() if math.isfinite(v)},
+            ci95={k: v for k, v in row.ci95.items() if math.isfinite(v)},
+            params=row.params,
+            pareto=row.pareto,
+            n=row.n,
+            status=row.status,
+            backend=row.backend,
+        )
+    for test in report.tests:
+        out.tests.add(
+            a=test.a,
+            b=test.b,
+            metric=test.metric,
+            test=test.test,
+            statistic=test.statistic if math.isfinite(test.statistic) else 0.0,
+            p_value=test.p_value,
+            effect_size=test.effect_size if math.isfinite(test.effect_size) else 0.0,
+            p_adjusted=test.p_adjusted,
+            significant=test.significant,
+            n=test.n,
+            mean_difference=test.mean_difference,
+        )
+    for failure in report.failures:
+        out.failures.add(
+            label=failure.label, run_id=failure.run_id, code=failure.code, message=failure.message
+        )
+    for figure in files.figures:
+        out.plots.add(name=figure.name, title=figure.title, png=figure.png, data_json=figure.data_json)
+    return out

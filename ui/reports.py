@@ -1,0 +1,354 @@
+"""The data behind the Compare and Study pages, from the comparator's messages: the report table with
+confidence intervals, bars, the Pareto view, trials, best-so-far, and the requests the forms build.
+Pure functions of protos (no Streamlit), so they are tested on messages built in the test."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from peftlab.v1 import common_pb2, comparator_pb2, optimizer_pb2
+from scipy import stats
+
+from ui import formatting
+
+METHODS = ("lora", "dora", "qlora", "full")
+ADAPTER_METHODS = ("lora", "dora", "qlora")
+# Report metrics: key in ReportRow.mean/std, column label, True when lower is better.
+METRICS = (
+    ("best_valid_loss", "best valid loss", True),
+    ("task.exact_match", "exact match", False),
+    ("wall_seconds", "time (s)", True),
+    ("peak_memory_bytes", "peak memory (GB)", True),
+    ("tokens_per_second", "tokens/s", False),
+)
+OBJECTIVES = {  # what a study can optimize, and its direction
+    "best_valid_loss": optimizer_pb2.StudyObjective.MINIMIZE,
+    "task.exact_match": optimizer_pb2.StudyObjective.MAXIMIZE,
+    "wall_seconds": optimizer_pb2.StudyObjective.MINIMIZE,
+    "peak_memory_bytes": optimizer_pb2.StudyObjective.MINIMIZE,
+}
+RUN_SPEC_FIELDS = set(common_pb2.RunSpec.DESCRIPTOR.fields_by_name)
+
+
+def _scaled(metric: str, value: float) -> float:
+    return value / formatting.GB if metric == "peak_memory_bytes" else value
+
+
+def confidence_interval(mean: float, std: float, n: int, level: float = 0.95) -> tuple[float, float] | None:
+    """Student-t interval for the mean of n runs; None for a single run (no spread to go on)."""
+    if n < 2 or not math.isfinite(std):
+        return None
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def row_interval(row: comparator_pb2.ReportRow, metric: str) -> tuple[float, float] | None:
+    """The 95% interval of a row's mean: the comparator's own (ci95) when it sent one, else from std and n."""
+    mean = _scaled(metric, row.mean[metric])
+    if metric in row.ci95:
+        half = _scaled(metric, row.ci95[metric])
+        return mean - half, mean + half
+    return confidence_interval(mean, _scaled(metric, row.std.get(metric, 0.0)), row.n or len(row.run_ids))
+
+
+def report_table(report: comparator_pb2.Report) -> list[dict]:
+    """One row per report row: the mean of each metric with its 95% confidence interval, as text."""
+    table = []
+    statuses = any(row.status for row in report.rows)
+    for row in report.rows:
+        out = {"label": row.label, "runs": row.n or len(row.run_ids), "pareto": "yes" if row.pareto else ""}
+        if statuses:
+            out["status"] = row.status
+        for key, label, _ in METRICS:
+            if key not in row.mean:
+                out[label] = "-"
+                continue
+            mean = _scaled(key, row.mean[key])
+            interval = row_interval(row, key)
+            digits = 3 if key != "wall_seconds" else 4
+            out[label] = (
+                f"{mean:.{digits}g} [{interval[0]:.{digits}g}, {interval[1]:.{digits}g}]"
+                if interval
+                else f"{mean:.{digits}g}"
+            )
+        out["parameters"] = ", ".join(f"{k}={v}" for k, v in sorted(row.params.items()))
+        table.append(out)
+    return table
+
+
+def bar_rows(report: comparator_pb2.Report, metric: str) -> list[dict]:
+    """label, mean and its 95% interval (low/high equal the mean for single runs) of one metric."""
+    rows = []
+    for row in report.rows:
+        if metric not in row.mean:
+            continue
+        mean = _scaled(metric, row.mean[metric])
+        low, high = row_interval(row, metric) or (mean, mean)
+        rows.append({"label": row.label, "mean": mean, "low": low, "high": high})
+    return rows
+
+
+def pareto_rows(report: comparator_pb2.Report) -> list[dict]:
+    """Quality vs time vs memory, one point per row that has all three."""
+    out = []
+    for row in report.rows:
+        mean = row.mean
+        if not all(k in mean for k in ("best_valid_loss", "wall_seconds", "peak_memory_bytes")):
+            continue
+        out.append(
+            {
+                "label": row.label,
+                "best_valid_loss": mean["best_valid_loss"],
+                "wall_seconds": mean["wall_seconds"],
+                "peak_memory_gb": mean["peak_memory_bytes"] / formatting.GB,
+                "front": "Pareto front" if row.pareto else "dominated",
+            }
+        )
+    return out
+
+
+def stat_tests(report: comparator_pb2.Report) -> list[dict]:
+    """Pairwise tests; significance after Holm's correction when the comparator applied it."""
+    return [
+        {
+            "a": t.a,
+            "b": t.b,
+            "metric": t.metric,
+            "test": t.test,
+            "pairs": t.n or None,
+            "mean a - b": round(t.mean_difference, 4),
+            "statistic": round(t.statistic, 4),
+            "p-value": round(t.p_value, 4),
+            "p (Holm)": round(t.p_adjusted, 4) if t.p_adjusted else None,
+            "effect size": round(t.effect_size, 3),
+            "significant": "yes" if (t.significant if t.p_adjusted else t.p_value < 0.05) else "",
+        }
+        for t in report.tests
+    ]
+
+
+def run_labels(report: comparator_pb2.Report | None, experiment: comparator_pb2.Experiment) -> dict[str, str]:
+    """run id -> the report row (arm or trial) it belongs to; runs not in the report keep their id."""
+    labels = {run_id: run_id for run_id in experiment.run_ids}
+    if report is not None:
+        for row in report.rows:
+            for run_id in row.run_ids:
+                labels[run_id] = row.label
+    return labels
+
+
+# ---- comparisons: the form's request ----
+
+
+@dataclass(frozen=True)
+class ComparisonForm:
+    name: str
+    model: str
+    data: str
+    iters: int
+    methods: tuple[str, ...]
+    rank: int
+    seeds: int
+    test_samples: int = 20
+
+
+def check_comparison(form: ComparisonForm) -> list[str]:
+    problems = []
+    if not form.methods:
+        problems.append("Pick at least one method to compare.")
+    if not 1 <= form.seeds <= 32:
+        problems.append("Seeds must be between 1 and 32.")
+    if form.iters < 1:
+        problems.append("Steps must be at least 1.")
+    if not 1 <= form.rank <= 1024:
+        problems.append("Rank must be between 1 and 1024.")
+    return problems
+
+
+def comparison_request(form: ComparisonForm) -> comparator_pb2.StartComparisonRequest:
+    base = common_pb2.RunSpec(
+        model=form.model,
+        data=form.data,
+        iters=form.iters,
+        test_samples=form.test_samples,
+    )  # warmup and learning rates: the engine's defaults (10% of the steps; per method)
+    arms = []
+    for method in form.methods:
+        overrides = common_pb2.RunSpec(method=method)
+        if method in ADAPTER_METHODS:
+            overrides.rank = form.rank
+            overrides.alpha = 2.0 * form.rank
+        name = f"{method}-r{form.rank}" if method in ADAPTER_METHODS else method
+        arms.append(comparator_pb2.ComparisonArm(name=name, overrides=overrides))
+    return comparator_pb2.StartComparisonRequest(
+        name=form.name, base=base, arms=arms, seeds=list(range(form.seeds))
+    )
+
+
+# ---- studies: the form's request, trials, best so far ----
+
+
+@dataclass(frozen=True)
+class StudyForm:
+    name: str
+    model: str
+    data: str
+    iters: int
+    methods: tuple[str, ...]
+    lr_low: float
+    lr_high: float
+    ranks: tuple[int, ...]
+    dropout_high: float
+    n_trials: int
+    parallelism: int
+    objective: str
+    pruning: bool
+    seed: int = 0
+    test_samples: int = 20
+
+
+def check_study(form: StudyForm) -> list[str]:
+    problems = []
+    if not form.methods:
+        problems.append("Pick at least one method to search over.")
+    if not 0 < form.lr_low < form.lr_high <= 1:
+        problems.append("The learning-rate range needs 0 < low < high <= 1.")
+    if any(m in ADAPTER_METHODS for m in form.methods) and not form.ranks:
+        problems.append("Pick at least one rank for the adapter methods.")
+    if not 0 <= form.dropout_high < 1:
+        problems.append("Dropout must stay below 1.")
+    if not 1 <= form.n_trials <= 1000:
+        problems.append("Trials must be between 1 and 1000.")
+    if not 1 <= form.parallelism <= max(form.n_trials, 1):
+        problems.append("Trials at once must be between 1 and the number of trials.")
+    if form.objective not in OBJECTIVES:
+        problems.append(f"Unknown objective {form.objective!r}.")
+    if form.iters < 1:
+        problems.append("Steps must be at least 1.")
+    return problems
+
+
+def _choices(values) -> optimizer_pb2.Choices:
+    out = optimizer_pb2.Choices()
+    for value in values:
+        if isinstance(value, str):
+            out.values.add(string_value=value)
+        else:
+            out.values.add(int_value=int(value))
+    return out
+
+
+def study_space(form: StudyForm) -> optimizer_pb2.SearchSpace:
+    space = optimizer_pb2.SearchSpace()
+    if len(form.methods) > 1:
+        space.parameters.add(name="method", categorical=_choices(form.methods))
+    space.parameters.add(
+        name="learning_rate",
+        float_range=optimizer_pb2.FloatRange(low=form.lr_low, high=form.lr_high, log=True),
+    )
+    adapters = [m for m in form.methods if m in ADAPTER_METHODS]
+    condition = None
+    if len(form.methods) > 1 and adapters and len(adapters) < len(form.methods):
+        condition = optimizer_pb2.Condition(parent="method", values=_choices(adapters).values)
+    if adapters and form.ranks:
+        rank = space.parameters.add(name="rank", categorical=_choices(sorted(set(form.ranks))))
+        if condition is not None:
+            rank.condition.CopyFrom(condition)
+    if form.dropout_high > 0:
+        dropout = space.parameters.add(
+            name="dropout", float_range=optimizer_pb2.FloatRange(low=0.0, high=form.dropout_high)
+        )
+        if condition is not None:
+            dropout.condition.CopyFrom(condition)
+    return space
+
+
+def study_request(form: StudyForm) -> comparator_pb2.StartStudyRequest:
+    base = common_pb2.RunSpec(
+        model=form.model,
+        data=form.data,
+        iters=form.iters,
+        # Scoring the test split (generation) is the slowest part of a short run: only for exact match.
+        test_samples=form.test_samples if form.objective == "task.exact_match" else 0,
+    )
+    if len(form.methods) == 1:
+        base.method = form.methods[0]
+    objective = optimizer_pb2.StudyObjective(name=form.objective, direction=OBJECTIVES[form.objective])
+    return comparator_pb2.StartStudyRequest(
+        name=form.name,
+        base=base,
+        space=study_space(form),
+        n_trials=form.n_trials,
+        parallelism=form.parallelism,
+        objectives=[objective],
+        pruning=comparator_pb2.Pruning(enabled=form.pruning, min_steps=max(form.iters // 4, 1)),
+        seed=form.seed,
+    )
+
+
+def param_value(value: optimizer_pb2.ParameterValue):
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
+
+
+def objective_of(experiment: comparator_pb2.Experiment) -> tuple[str, bool]:
+    """(name, minimize) of the study's first objective."""
+    objectives = experiment.study.objectives
+    if not objectives:
+        return "best_valid_loss", True
+    first = objectives[0]
+    return first.name, first.direction != optimizer_pb2.StudyObjective.MAXIMIZE
+
+
+def trials_table(experiment: comparator_pb2.Experiment) -> list[dict]:
+    name, _ = objective_of(experiment)
+    rows = []
+    for number, trial in enumerate(experiment.trials, start=1):
+        row = {"trial": number, "status": formatting.trial_status(trial.status), "run": trial.trial_id}
+        row[name] = trial.values[name] if name in trial.values else None
+        for key, value in sorted(trial.params.items()):
+            row[key] = param_value(value)
+        rows.append(row)
+    return rows
+
+
+def best_so_far(experiment: comparator_pb2.Experiment) -> list[dict]:
+    """The objective of each trial that has one, and the best value up to it."""
+    name, minimize = objective_of(experiment)
+    best = None
+    out = []
+    for number, trial in enumerate(experiment.trials, start=1):
+        if name not in trial.values or formatting.trial_status(trial.status) not in ("COMPLETE", "PRUNED"):
+            continue
+        value = trial.values[name]
+        best = value if best is None else (min(best, value) if minimize else max(best, value))
+        out.append({"trial": number, "value": value, "best so far": best})
+    return out
+
+
+def best_trial(experiment: comparator_pb2.Experiment) -> optimizer_pb2.Trial | None:
+    name, minimize = objective_of(experiment)
+    done = [
+        t for t in experiment.trials if name in t.values and formatting.trial_status(t.status) == "COMPLETE"
+    ]
+    if not done:
+        return None
+    return (min if minimize else max)(done, key=lambda t: t.values[name])
+
+
+def trial_spec(experiment: comparator_pb2.Experiment, trial: optimizer_pb2.Trial) -> dict:
+    """The study's base spec with the trial's parameters applied: what "train it" submits."""
+    spec = {
+        fd.name: getattr(experiment.study.base, fd.name)
+        for fd in common_pb2.RunSpec.DESCRIPTOR.fields
+        if fd.name != "target_modules" and experiment.study.base.HasField(fd.name)
+    }
+    if experiment.study.base.target_modules:
+        spec["target_modules"] = list(experiment.study.base.target_modules)
+    for key, value in trial.params.items():
+        if key in RUN_SPEC_FIELDS:
+            spec[key] = param_value(value)
+    if "rank" in spec and "alpha" not in spec:
+        spec["alpha"] = 2.0 * spec["rank"]
+    return spec
