@@ -281,11 +281,12 @@ class BatchPlan:
             # Fewer rows than a batch: repeat rows (a tiny dataset still trains with the asked batch shape).
             rows = (rows * (self.batch_size // len(rows) + 1))[: self.batch_size]
         chosen = rows[index * self.batch_size : (index + 1) * self.batch_size]
-        if self.packing:
-            length = self.length
-        else:
-            longest = max(len(self.split.samples[r[0]].tokens) for r in chosen) - 1
-            length = min(self.length, 32 * ((longest + 31) // 32))  # pad to a multiple of 32, like mlx_lm
+        # Pad to the batch's longest row rounded up to a multiple of 32 (as mlx_lm pads), not to max_seq_length:
+        # packed rows rarely fill it, and every padding position costs as much as a real token. Few shapes
+        # (length/32 of them) keep the compiled step's retracing bounded.
+        samples = self.split.samples
+        longest = max(sum(len(samples[i].tokens) for i in members) for members in chosen) - 1
+        length = min(self.length, 32 * ((longest + 31) // 32))
         parts = [_row_arrays(self.split.samples, members, length) for members in chosen]
         inputs, targets, mask, seg = (np.stack(p) for p in zip(*parts))
         return Batch(inputs, targets, mask, seg)
