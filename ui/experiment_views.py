@@ -146,6 +146,23 @@ def study(experiment: comparator_pb2.Experiment) -> None:
         widgets.open_run(run.id, f"Started run {run.id} with the study's best configuration.")
 
 
+def start_from_form(problems: list[str], start, current_key: str, started: str) -> None:
+    """Show the form's problems; or start the experiment (`start()` returns it), make it the page's current one
+    and say so (`started` may name `{id}`)."""
+    for problem in problems:
+        st.error(problem)
+    if problems:
+        return
+    try:
+        experiment = start()
+    except client.GatewayError as error:
+        unsupported_or_raise(error)
+        return
+    st.session_state[current_key] = experiment.id
+    widgets.flash(started.format(id=experiment.id))
+    st.rerun()
+
+
 def choose_and_follow(kind: int, noun: str, current_key: str, select_key: str, cancel_key: str, draw) -> None:
     """The experiments of one kind: pick one (the page's current one first), draw it with `draw(experiment)`,
     live while it runs (a fragment, no page reload), and offer to cancel it."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 from peftlab.v1 import comparator_pb2
 
-from ui import client, experiment_views, reports, state, widgets
+from ui import client, experiment_views, reports, state
 
 st.title("Compare methods")
 st.caption(
@@ -45,18 +45,12 @@ with st.expander("New comparison", expanded=not st.session_state.get(state.COMPA
     if submitted:
         form = reports.ComparisonForm(name, model or "", data or "", int(iters), tuple(methods), int(rank),
                                       int(seeds), int(test_samples))  # fmt: skip
-        problems = reports.check_comparison(form)
-        for problem in problems:
-            st.error(problem)
-        if not problems:
-            try:
-                experiment = client.start_comparison(reports.comparison_request(form))
-            except client.GatewayError as error:
-                experiment_views.unsupported_or_raise(error)
-            else:
-                st.session_state[state.COMPARISON_ID] = experiment.id
-                widgets.flash(f"Started comparison {experiment.id}: {len(methods)} methods x {seeds} seeds.")
-                st.rerun()
+        experiment_views.start_from_form(
+            reports.check_comparison(form),
+            lambda: client.start_comparison(reports.comparison_request(form)),
+            state.COMPARISON_ID,
+            f"Started comparison {{id}}: {len(methods)} methods x {seeds} seeds.",
+        )
 
 
 def draw(experiment: comparator_pb2.Experiment) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 from peftlab.v1 import comparator_pb2
 
-from ui import client, experiment_views, reports, state, widgets
+from ui import client, experiment_views, reports, state
 
 st.title("Hyperparameter study")
 st.caption("The optimizer proposes each next configuration from the trials so far (Bayesian optimization); "
@@ -44,19 +44,12 @@ with st.expander("New study", expanded=not st.session_state.get(state.STUDY_ID))
         form = reports.StudyForm(name, model or "", data or "", int(iters), tuple(methods), float(lr_low),
                                  float(lr_high), tuple(int(r) for r in ranks), float(dropout_high), int(n_trials),
                                  int(parallelism), objective, pruning)  # fmt: skip
-        problems = reports.check_study(form)
-        for problem in problems:
-            st.error(problem)
-        if not problems:
-            try:
-                experiment = client.start_study(reports.study_request(form))
-            except client.GatewayError as error:
-                experiment_views.unsupported_or_raise(error)
-            else:
-                st.session_state[state.STUDY_ID] = experiment.id
-                widgets.flash(f"Started study {experiment.id}: {n_trials} trials.")
-                st.rerun()
-
+        experiment_views.start_from_form(
+            reports.check_study(form),
+            lambda: client.start_study(reports.study_request(form)),
+            state.STUDY_ID,
+            f"Started study {{id}}: {n_trials} trials.",
+        )
 
 experiment_views.choose_and_follow(
     comparator_pb2.EXPERIMENT_KIND_STUDY,

@@ -17,6 +17,7 @@ from mlx_lm.utils import load as mlx_load
 
 from . import checkpoint
 from .artifacts import save_adapter
+from .blas import coretype_warning
 from .callbacks import TrainingCallback
 from .datasets import BatchPlan, load_dataset
 from .errors import CheckpointError, OutOfMemory
@@ -106,6 +107,9 @@ def train(
 
     backend = backend_label()
     log.info("run %s: %s on %s, backend %s", run_dir.name, spec.method, prepared.base_path, backend)
+    if backend.startswith("cpu") and (slow := coretype_warning()):
+        log.warning("%s", slow)
+        callback.on_log(slow)
     callback.on_start(
         {
             "spec": spec.to_dict(),

@@ -79,6 +79,40 @@ def loaded_blas() -> str:
     return "none mapped yet"
 
 
+# OpenBLAS core types whose kernels stop at AVX2 (or earlier): forcing one on an AVX-512 CPU leaves speed unused.
+_PRE_AVX512 = {"haswell", "zen", "sandybridge", "nehalem", "core2", "penryn", "dunnington", "atom", "prescott",
+               "excavator", "steamroller", "piledriver", "bulldozer", "barcelona", "opteron", "katmai"}  # fmt: skip
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def coretype_warning(env: dict[str, str] | None = None, flags: set[str] | None = None) -> str:
+    """Why OPENBLAS_CORETYPE slows this machine down, or "" when it does not.
+
+    Measured on this project's 2-core AVX-512 EPYC (bench/results/engine.md): with OPENBLAS_CORETYPE=Haswell
+    sgemm peaked at 127 GFLOP/s against 228 with it unset, and a LoRA step ran 1.75x slower.
+    """
+    forced = (os.environ if env is None else env).get("OPENBLAS_CORETYPE", "")
+    if not forced or forced.lower() not in _PRE_AVX512:
+        return ""
+    if "avx512f" not in (cpu_flags() if flags is None else flags):
+        return ""
+    return (
+        f"OPENBLAS_CORETYPE={forced} makes OpenBLAS use pre-AVX-512 kernels on a CPU that has AVX-512: "
+        "matmuls can run up to ~1.8x slower; unset it in the trainer's environment unless it is there on purpose"
+    )
+
+
 if __name__ == "__main__":
     # `LD_PRELOAD=$(python -m services.trainer.engine.blas) cmd`: used by the Makefile for tests and benches.
     print(preload_env().get("LD_PRELOAD", ""))
