@@ -43,18 +43,11 @@ import numpy as np
 from bench.engine_peers import summarize_steps
 from services.trainer.engine.blas import optimized_blas_path, preload_env
 from services.trainer.engine.paths import DEFAULT_QUANTIZED_MODEL_NAME, default_data, default_model
+from services.trainer.engine.spec import DEFAULT_TARGET_MODULES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
-PROJECTION_KEYS = (
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-)
+PROJECTION_KEYS = DEFAULT_TARGET_MODULES  # what our LoRA adapts; mlx_lm.lora is given the same keys
 # Words that are one token each with this tokenizer, so a sample of k words is exactly k tokens (checked).
 WORDS = (
     "the of and to in is was for on that with as by at from his her an which are this be had not but they one"

@@ -336,6 +336,20 @@ def check_event_id(value: str, field_name: str = "after_event_id") -> str:
     return value
 
 
+def read_stream(
+    r: redis.Redis, key: str, after: str, block_ms: int | None, count: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """(id, data) of a stream's `kind`/`data` entries strictly after stream id `after` ("" = from the oldest
+    kept); with block_ms, waits up to that long when there are none."""
+    after = check_event_id(after) or "0-0"
+    if block_ms is None:
+        entries = r.xrange(key, min=f"({after}", count=count)
+    else:
+        reply = r.xread({key: after}, count=count, block=block_ms)
+        entries = reply[0][1] if reply else []
+    return list(entries)
+
+
 # ---- the store ----------------------------------------------------------------------------------------
 
 
@@ -509,12 +523,6 @@ class RunStore:
         self, run_id: str, after: str = "", block_ms: int | None = None, count: int = 200
     ) -> list[RunEvent]:
         """Events strictly after stream id `after` ("" = from the oldest kept); blocks up to block_ms if none."""
-        after = check_event_id(after) or "0-0"
-        if block_ms is None:
-            entries = self.r.xrange(self.events_key(run_id), min=f"({after}", count=count)
-        else:
-            reply = self.r.xread({self.events_key(run_id): after}, count=count, block=block_ms)
-            entries = reply[0][1] if reply else []
         return [
             RunEvent(
                 id=eid,
@@ -522,7 +530,7 @@ class RunStore:
                 kind=fields.get("kind", ""),
                 data=json.loads(fields.get("data") or "{}"),
             )
-            for eid, fields in entries
+            for eid, fields in read_stream(self.r, self.events_key(run_id), after, block_ms, count)
         ]
 
     def list_runs(

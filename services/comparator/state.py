@@ -29,7 +29,7 @@ from typing import Any
 import redis
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.common.redis_store import check_event_id, now_ms
+from services.common.redis_store import now_ms, read_stream
 
 STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
@@ -379,13 +379,6 @@ class ExperimentStore:
     def read_events(
         self, experiment_id: str, after: str = "", block_ms: int | None = None, count: int = 200
     ) -> list[ExperimentEvent]:
-        after = check_event_id(after) or "0-0"
-        key = self.key(experiment_id, "events")
-        if block_ms is None:
-            entries = self.r.xrange(key, min=f"({after}", count=count)
-        else:
-            reply = self.r.xread({key: after}, count=count, block=block_ms)
-            entries = reply[0][1] if reply else []
         return [
             ExperimentEvent(
                 id=eid,
@@ -393,5 +386,5 @@ class ExperimentStore:
                 kind=fields.get("kind", ""),
                 data=json.loads(fields.get("data") or "{}"),
             )
-            for eid, fields in entries
+            for eid, fields in read_stream(self.r, self.key(experiment_id, "events"), after, block_ms, count)
         ]
