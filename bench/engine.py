@@ -41,9 +41,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.engine_peers import summarize_steps
+from services.common.paths import DEFAULT_QUANTIZED_MODEL_NAME, default_data, default_model
+from services.common.spec import DEFAULT_TARGET_MODULES
 from services.trainer.engine.blas import optimized_blas_path, preload_env
-from services.trainer.engine.paths import DEFAULT_QUANTIZED_MODEL_NAME, default_data, default_model
-from services.trainer.engine.spec import DEFAULT_TARGET_MODULES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]

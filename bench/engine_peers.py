@@ -50,10 +50,10 @@ def summarize_steps(steps: list[dict], warmup: int) -> dict:
 def run_engine(cfg: dict) -> dict:
     import mlx.core as mx
 
+    from services.common.spec import RunSpec
     from services.trainer.engine.api import train
     from services.trainer.engine.blas import loaded_blas
     from services.trainer.engine.callbacks import TrainingCallback
-    from services.trainer.engine.spec import RunSpec
 
     class Collect(TrainingCallback):
         def __init__(self) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 from mlx.utils import tree_unflatten
 
 from bench.engine_peers import best_of
+from services.common.spec import RunSpec
 from services.trainer.engine.datasets import BatchPlan, load_dataset
 from services.trainer.engine.methods import (
     PackedMask,
@@ -29,7 +30,6 @@ from services.trainer.engine.methods import (
     loss_fn,
     packed_attention_mask,
 )
-from services.trainer.engine.spec import RunSpec
 from services.trainer.engine.training import build_optimizer, to_device
 
 

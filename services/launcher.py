@@ -22,8 +22,8 @@ import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.paths import var_dir
 from services.common.redis_server import server_binary, start_redis, wait_ready
-from services.trainer.engine.paths import var_dir
 
 STOP_TIMEOUT = 60.0  # the trainer gives running work PEFTLAB_SHUTDOWN_GRACE (30 s) to checkpoint
 START_TIMEOUT = 120.0

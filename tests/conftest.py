@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.trainer.engine.paths import (
+from services.common.paths import (
     DEFAULT_MODEL_NAME,
     DEFAULT_QUANTIZED_MODEL_NAME,
     TINY_MODEL_NAME,

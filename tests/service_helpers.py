@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.common.grpc_server import GrpcServer
-from services.trainer.engine.paths import models_dir
+from services.common.paths import models_dir
 
 TIMEOUT = 30.0
 

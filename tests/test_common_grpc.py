@@ -118,9 +118,9 @@ def _dataclass_fields(cls) -> set[str]:
 
 
 def test_protos_mirror_the_engine_dataclasses():
+    from services.common.spec import RunSpec
     from services.trainer.engine.hardware import Hardware
     from services.trainer.engine.metrics import EvalMetrics, RunResult, StepMetrics, TaskScore
-    from services.trainer.engine.spec import RunSpec
 
     assert _proto_fields(common_pb2.RunSpec) == _dataclass_fields(RunSpec)
     assert _proto_fields(common_pb2.RunMetrics) == _dataclass_fields(RunResult)
@@ -136,7 +136,7 @@ def test_spec_round_trip_keeps_unset_fields_unset():
     assert codec.spec_to_dict(message) == values
     assert not message.HasField("alpha")
     # The engine accepts what the proto carries (defaults fill the rest).
-    from services.trainer.engine.spec import RunSpec
+    from services.common.spec import RunSpec
 
     assert RunSpec.from_dict(codec.spec_to_dict(message)).rank == 4
 

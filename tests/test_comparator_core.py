@@ -194,8 +194,8 @@ def test_store_writes_atomically_and_respects_leases(store):
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
 def test_torch_schedule_is_the_engines(schedule):
+    from services.common.spec import RunSpec
     from services.comparator.backends.torch_peft import learning_rate
-    from services.trainer.engine.spec import RunSpec
     from services.trainer.engine.training import learning_rate_schedule
 
     spec = RunSpec.from_dict({"iters": 20, "warmup_steps": 4, "schedule": schedule, "learning_rate": 1e-3})

@@ -8,10 +8,10 @@ import pytest
 from mlx_lm import generate
 from mlx_lm.utils import load as mlx_load
 
+from services.common.paths import default_data
+from services.common.spec import RunSpec
 from services.trainer.engine import api
 from services.trainer.engine.metrics import read_metrics
-from services.trainer.engine.paths import default_data
-from services.trainer.engine.spec import RunSpec
 
 PROMPT = (
     "The Eiffel Tower was built for the 1889 World's Fair in Paris. At 330 metres it was the tallest "

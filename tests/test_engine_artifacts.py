@@ -7,9 +7,9 @@ import mlx.core as mx
 import pytest
 from mlx_lm.utils import load as mlx_load
 
+from services.common.spec import RunSpec
 from services.trainer.engine import api
 from services.trainer.engine.artifacts import base_model_of, fuse
-from services.trainer.engine.spec import RunSpec
 
 
 @pytest.fixture(scope="module")

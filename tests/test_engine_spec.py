@@ -5,8 +5,8 @@ import argparse
 import pytest
 
 from services.cli.train import add_arguments, build_spec
+from services.common.spec import RunSpec
 from services.trainer.engine.errors import SpecError
-from services.trainer.engine.spec import RunSpec
 
 
 def parse(argv):

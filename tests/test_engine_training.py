@@ -10,11 +10,11 @@ import time
 import mlx.core as mx
 import pytest
 
+from services.common.spec import RunSpec
 from services.trainer.engine import api
 from services.trainer.engine.callbacks import TrainingCallback
 from services.trainer.engine.errors import CheckpointError, ModelError, SpecError
 from services.trainer.engine.metrics import read_metrics
-from services.trainer.engine.spec import RunSpec
 
 
 def tiny_spec(model, data, **overrides) -> RunSpec:
@@ -177,7 +177,7 @@ import json
 import sys
 from pathlib import Path
 from services.trainer.engine import api
-from services.trainer.engine.spec import RunSpec
+from services.common.spec import RunSpec
 spec = RunSpec.from_dict(json.load(open(sys.argv[1])))
 api.train(spec, Path(sys.argv[2]))
 """

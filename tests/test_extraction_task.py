@@ -255,7 +255,7 @@ def test_samples_stay_short(splits):
 
 
 def test_samples_fit_the_real_tokenizer_when_the_default_model_is_converted(train):
-    from services.trainer.engine.paths import default_model
+    from services.common.paths import default_model
 
     path = default_model() / "tokenizer.json"
     if not path.exists():  # make test builds it; a bare pytest run says how

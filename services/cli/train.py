@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_spec(args: argparse.Namespace):
-    from services.trainer.engine.spec import RunSpec
+    from services.common.spec import RunSpec
 
     values: dict = {}
     if args.resume:
@@ -132,9 +132,9 @@ def main(args: argparse.Namespace) -> int:
     from services.trainer.engine.blas import ensure_preloaded
 
     ensure_preloaded()  # re-execs with OpenBLAS on Linux CPU when mlx is not yet imported
+    from services.common.paths import runs_dir
     from services.trainer.engine import api
-    from services.trainer.engine.errors import EngineError
-    from services.trainer.engine.paths import runs_dir
+    from services.trainer.engine.errors import EngineError, SpecError
 
     try:
         spec = build_spec(args)
@@ -146,7 +146,7 @@ def main(args: argparse.Namespace) -> int:
             if baseline is not None:
                 print(f"base model exact match: {baseline.exact_match:.1%}")
         result = api.train(spec, Path(run_dir), resume=bool(args.resume), callback=ProgressBar().callback())
-    except EngineError as exc:
+    except (EngineError, SpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print_result(result, baseline)

@@ -22,6 +22,15 @@ class InvalidArgument(ServiceError):
     code = "INVALID_ARGUMENT"
 
 
+class SpecError(InvalidArgument, ValueError):
+    """A RunSpec field is invalid. `field` names it (without the `spec.` prefix a request adds), so a UI can
+    point at the right input; `problem` is the message without the field."""
+
+    def __init__(self, field: str, problem: str):
+        self.problem = problem
+        super().__init__(problem, field)
+
+
 class NotFound(ServiceError):
     code = "NOT_FOUND"
 
@@ -71,30 +80,3 @@ def error_for_code(code: str, message: str, field: str = "") -> ServiceError:
     if type(error) is ServiceError:
         error.code = code or "INTERNAL"
     return error
-
-
-def from_engine_error(exc: Exception) -> ServiceError:
-    """Map an engine error (services/trainer/engine/errors.py) to its one status code.
-
-    SpecError and DatasetError -> INVALID_ARGUMENT, ModelError and CheckpointError -> FAILED_PRECONDITION,
-    OutOfMemory -> RESOURCE_EXHAUSTED. Imported lazily so services without the engine never load it.
-    """
-    from services.trainer.engine.errors import (
-        CheckpointError,
-        DatasetError,
-        ModelError,
-        OutOfMemory,
-        SpecError,
-    )
-
-    if isinstance(exc, SpecError):
-        return InvalidArgument(exc.problem, f"spec.{exc.field}")
-    if isinstance(exc, DatasetError):
-        return InvalidArgument(str(exc), "spec.data")
-    if isinstance(exc, ModelError):
-        return FailedPrecondition(str(exc), "spec.model")
-    if isinstance(exc, CheckpointError):
-        return FailedPrecondition(str(exc))
-    if isinstance(exc, OutOfMemory):
-        return ResourceExhausted(str(exc), "spec.memory_budget_gb")
-    return ServiceError(str(exc))

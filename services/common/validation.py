@@ -149,8 +149,8 @@ class CheckedSpec:
 
 def check_spec(submitted: Mapping[str, Any], roots: Roots, field: str = "spec") -> CheckedSpec:
     """Confine and resolve the spec's paths, then validate it with the engine's RunSpec rules."""
-    from services.trainer.engine.errors import SpecError
-    from services.trainer.engine.spec import RunSpec
+    from services.common.errors import SpecError
+    from services.common.spec import RunSpec
 
     submitted = dict(submitted)
     resolved = dict(submitted)

@@ -225,7 +225,7 @@ def check_comparison(request: ComparisonRequest, roots: Roots) -> ComparisonRequ
 
 
 def check_study(request: StudyRequest, roots: Roots) -> StudyRequest:
-    from services.trainer.engine.spec import RunSpec
+    from services.common.spec import RunSpec
 
     check_name(request.name)
     check_range(request.n_trials, 1, 1000, "n_trials")
@@ -555,7 +555,7 @@ class Comparator:
         seeds: list[int] | None = None,
         budget: float = 0.0,
     ) -> dict[str, Any]:
-        from services.trainer.engine.spec import DEFAULT_LEARNING_RATES, RunSpec
+        from services.common.spec import DEFAULT_LEARNING_RATES, RunSpec
 
         defaults = RunSpec()
         setup: dict[str, Any] = {

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
+from services.common.spec import DEFAULT_TARGET_MODULES, METHODS
 from services.trainer.engine.memory import MemoryEstimate, ModelShape, fit_batch_size
-from services.trainer.engine.spec import DEFAULT_TARGET_MODULES, METHODS
 
 GB = 10**9
 

@@ -13,8 +13,8 @@ import numpy as np
 from peftlab.v1 import optimizer_pb2 as pb
 
 from services.common.errors import InvalidArgument
+from services.common.spec import DEFAULT_TARGET_MODULES
 from services.trainer.engine.memory import ModelShape
-from services.trainer.engine.spec import DEFAULT_TARGET_MODULES
 
 from .batch import GB, BatchSizeRecommendation, BatchSizeRequest
 from .rank import AdapterUpdate, RankRecommendation, RankRequest

@@ -6,8 +6,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common import paths
 from services.common.config import RedisConfig, env_field, load_config
-from services.trainer.engine import paths
 
 
 @dataclass

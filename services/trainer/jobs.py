@@ -22,7 +22,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from services.common.errors import ResourceExhausted, ServiceError, error_for_code
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    ServiceError,
+    SpecError,
+    error_for_code,
+)
 from services.common.logs import bind_run_id, setup_logging
 from services.common.redis_store import RunStore
 from services.trainer.engine.callbacks import TrainingCallback
@@ -49,11 +56,10 @@ def _exit_with_parent() -> None:
 
 
 def _error_record(exc: BaseException) -> dict[str, str]:
-    from services.common.errors import from_engine_error
     from services.trainer.engine.errors import EngineError
 
-    if isinstance(exc, EngineError):
-        error = from_engine_error(exc)
+    if isinstance(exc, EngineError | SpecError):
+        error = _from_engine_error(exc)
         return {"code": error.code, "field": error.field, "message": error.message}
     if isinstance(exc, ServiceError):
         return {"code": exc.code, "field": exc.field, "message": exc.message}
@@ -150,8 +156,8 @@ def _run_main(child: RunChild, stop: Any, conn: Connection) -> None:
     store = RunStore.from_url(child.redis_url, child.redis_prefix, child.events_maxlen)
     events = RedisEvents(store, child.run_id, child.attempt, stop)
     try:
+        from services.common.spec import RunSpec
         from services.trainer.engine.api import train
-        from services.trainer.engine.spec import RunSpec
 
         spec = RunSpec.from_dict(child.spec)
         result = train(spec, Path(child.run_dir), resume=child.resume, callback=events)
@@ -396,3 +402,24 @@ def stream_from_child(
         if process.is_alive():
             process.kill()
             process.join()
+
+
+def _from_engine_error(exc: Exception) -> ServiceError:
+    """Map an engine error (services/trainer/engine/errors.py) to its one status code.
+
+    SpecError and DatasetError -> INVALID_ARGUMENT, ModelError and CheckpointError -> FAILED_PRECONDITION,
+    OutOfMemory -> RESOURCE_EXHAUSTED. The engine is imported lazily: the parent trainer process never loads MLX.
+    """
+    from services.trainer.engine.errors import CheckpointError, DatasetError, ModelError, OutOfMemory
+
+    if isinstance(exc, SpecError):
+        return InvalidArgument(exc.problem, f"spec.{exc.field}")
+    if isinstance(exc, DatasetError):
+        return InvalidArgument(str(exc), "spec.data")
+    if isinstance(exc, ModelError):
+        return FailedPrecondition(str(exc), "spec.model")
+    if isinstance(exc, CheckpointError):
+        return FailedPrecondition(str(exc))
+    if isinstance(exc, OutOfMemory):
+        return ResourceExhausted(str(exc), "spec.memory_budget_gb")
+    return ServiceError(str(exc))

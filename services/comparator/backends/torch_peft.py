@@ -422,8 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     try:
+        from services.common.spec import RunSpec
         from services.trainer.engine.errors import EngineError, SpecError
-        from services.trainer.engine.spec import RunSpec
 
         spec = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
         result = Run(spec, run_dir, args.time_budget).train()

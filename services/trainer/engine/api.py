@@ -15,6 +15,8 @@ from mlx.utils import tree_flatten
 from mlx_lm.generate import stream_generate
 from mlx_lm.utils import load as mlx_load
 
+from services.common.spec import RunSpec
+
 from . import checkpoint
 from .artifacts import save_adapter
 from .blas import coretype_warning
@@ -26,7 +28,6 @@ from .hardware import backend_label
 from .memory import predict_for_model
 from .methods import apply_method, load_base, parameter_counts, write_json_atomic
 from .metrics import MetricsLog, RunResult, perplexity, read_metrics
-from .spec import RunSpec
 from .training import Loop, build_optimizer, evaluate_loss
 
 log = logging.getLogger(__name__)

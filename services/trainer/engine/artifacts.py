@@ -12,9 +12,10 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm.utils import dequantize_model, load, save
 
+from services.common.spec import RunSpec
+
 from .errors import ModelError
 from .methods import PreparedModel, adapter_config, write_json_atomic
-from .spec import RunSpec
 
 ADAPTER_FILE = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+# A spec error is a domain error of services/common (RunSpec lives there); re-exported for the engine's callers.
+from services.common.errors import SpecError
+
+__all__ = [
+    "CheckpointError",
+    "DatasetError",
+    "EngineError",
+    "ModelError",
+    "OutOfMemory",
+    "SpecError",
+    "TrainingDiverged",
+]
+
 
 class EngineError(Exception):
     """Base class for errors the engine raises on purpose (never for bugs)."""
-
-
-class SpecError(EngineError, ValueError):
-    """A RunSpec field is invalid. `field` names it, so a UI can point at the right input."""
-
-    def __init__(self, field: str, problem: str):
-        self.field = field
-        self.problem = problem
-        super().__init__(f"{field}: {problem}")
 
 
 class DatasetError(EngineError, ValueError):

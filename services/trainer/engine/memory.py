@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .spec import DEFAULT_TARGET_MODULES, RunSpec
+from services.common.spec import DEFAULT_TARGET_MODULES, RunSpec
 
 # Fitted on mlx 0.32.4, CPU backend, float32, SmolLM2-135M and the tiny model at batch 2x128 and 4x256.
 ACTIVATION_HIDDEN_FACTOR = 10.0  # hidden-sized tensors saved per token per block

@@ -18,9 +18,10 @@ from mlx_lm.tuner.utils import linear_to_lora_layers
 from mlx_lm.utils import get_total_parameters
 from mlx_lm.utils import load as mlx_load
 
+from services.common.paths import DEFAULT_QUANTIZED_MODEL_NAME, default_model
+from services.common.spec import RunSpec
+
 from .errors import ModelError, SpecError
-from .paths import DEFAULT_QUANTIZED_MODEL_NAME, default_model
-from .spec import RunSpec
 
 
 @dataclass

@@ -16,13 +16,14 @@ import mlx.optimizers as optim
 import psutil
 from mlx.utils import tree_map
 
+from services.common.spec import RunSpec
+
 from . import checkpoint
 from .callbacks import TrainingCallback
 from .datasets import Batch, BatchPlan, Split
 from .errors import TrainingDiverged
 from .methods import loss_fn
 from .metrics import EvalMetrics, MetricsLog, StepMetrics, perplexity
-from .spec import RunSpec
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import mlx.core as mx
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
-from ..paths import DEFAULT_MODEL_NAME, DEFAULT_QUANTIZED_MODEL_NAME, models_dir
+from services.common.paths import DEFAULT_MODEL_NAME, DEFAULT_QUANTIZED_MODEL_NAME, models_dir
+
 from .model_dir import write_model_dir
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
