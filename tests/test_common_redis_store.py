@@ -8,16 +8,10 @@ import time
 import pytest
 
 from services.common.errors import InvalidArgument, NotFound, ResourceExhausted
+from services.common.records import RunRecord, TrainerRecord
 from services.common.redis_server import start_redis
-from services.common.redis_store import (
-    STATUSES,
-    TRANSITIONS,
-    RunRecord,
-    RunStore,
-    TrainerGone,
-    TrainerRecord,
-    TransitionRefused,
-)
+from services.common.redis_store import RunStore, TrainerGone, TransitionRefused
+from services.common.status_machine import STATUSES, TRANSITIONS
 
 
 def _trainer(store: RunStore, trainer_id: str = "t1", slots: int = 1, ttl: float = 30.0) -> TrainerRecord:

@@ -15,7 +15,7 @@ from service_helpers import health_status, reflected_services, start_gateway, st
 from services.common.codec import spec_from_dict
 from services.common.config import load_config
 from services.common.interceptors import FIELD_KEY
-from services.common.redis_store import RunRecord, TrainerRecord
+from services.common.records import RunRecord, TrainerRecord
 from services.comparator.config import ComparatorConfig
 from services.comparator.server import make_server as make_comparator
 from services.gateway.placement import choose_trainer

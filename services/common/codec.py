@@ -13,7 +13,7 @@ from typing import Any
 from google.protobuf.message import Message
 from peftlab.v1 import common_pb2
 
-from services.common.redis_store import RunEvent, RunRecord, TrainerRecord
+from services.common.records import RunEvent, RunRecord, TrainerRecord
 
 STATUS_TO_PROTO = {k.removeprefix("RUN_STATUS_"): v for k, v in common_pb2.RunStatus.items() if v}
 STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}

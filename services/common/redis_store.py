@@ -3,7 +3,7 @@
 Key layout (every key starts with the configurable prefix, default `peftlab:`):
 
     run:{id}               hash: status, spec (JSON), trainer, timestamps (ms), progress, metrics, error, ...
-    run:{id}:events        stream, capped (XADD MAXLEN ~): fields `kind` and `data` (JSON); see EVENT_KINDS
+    run:{id}:events        stream, capped (XADD MAXLEN ~): fields `kind` and `data` (JSON); see status_machine.EVENT_KINDS
     runs                   zset of every run id, scored by a creation sequence number (newest = highest)
     runs:seq               counter behind those scores
     runs:status:{STATUS}   zset per status, same scores: paged listing filtered by status without a scan
@@ -13,309 +13,25 @@ Key layout (every key starts with the configurable prefix, default `peftlab:`):
     trainer:{id}           hash with a TTL, renewed by the trainer's heartbeat: address, hardware, slots, ...
     trainer:{id}:runs      set of the run ids holding that trainer's slots
 
-Every write that touches more than one key runs as one Lua script, so a crash never leaves half a run and
-two gateways can never book the same slot twice. The status machine is enforced inside the scripts: a
-transition names the statuses it may come from (derived from TRANSITIONS) and fails if the run is in
-another one. The scripts build key names from the prefix, so this needs a single Redis node (no cluster).
+Multi-key writes run as the Lua scripts of status_machine.py; the records are in records.py. Callers use the
+store's methods, never the key layout.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
+from services.common import status_machine
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-
-STATUSES = ("QUEUED", "PLACED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "LOST", "RESUMING")
-TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
-# Statuses in which a run may hold a trainer slot (RESUMING only once placed).
-ACTIVE = frozenset({"PLACED", "RUNNING", "RESUMING"})
-RESUMABLE = frozenset({"FAILED", "CANCELLED", "LOST"})
-
-# The status machine: which statuses each status may move to. RESUMING -> RESUMING is its placement on (or
-# release from) a trainer; PLACED -> QUEUED is a placement the trainer refused or could not be reached for.
-TRANSITIONS: dict[str, frozenset[str]] = {
-    "QUEUED": frozenset({"PLACED", "CANCELLED", "FAILED"}),
-    "PLACED": frozenset({"RUNNING", "QUEUED", "FAILED", "CANCELLED", "LOST"}),
-    "RUNNING": frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "LOST"}),
-    "SUCCEEDED": frozenset(),
-    "FAILED": frozenset({"RESUMING"}),
-    "CANCELLED": frozenset({"RESUMING"}),
-    "LOST": frozenset({"RESUMING", "FAILED", "CANCELLED"}),
-    "RESUMING": frozenset({"RESUMING", "RUNNING", "FAILED", "CANCELLED", "LOST"}),
-}
-
-# Event kinds in run:{id}:events and their `data` (JSON):
-#   status      {status, previous, trainer_id, reason, error?: {code, field, message}}
-#   started     the engine's on_start info (trainable_parameters, backend, resume_step, ...)
-#   step        StepMetrics fields;  eval  EvalMetrics fields
-#   checkpoint  {step, path};  log  {message};  result  RunResult fields (final metrics)
-EVENT_KINDS = ("status", "started", "step", "eval", "checkpoint", "log", "result")
+from services.common.records import RunEvent, RunRecord, TrainerRecord, now_ms
+from services.common.status_machine import STATUSES
 
 _EVENT_ID = re.compile(r"^\d+(-\d+)?$")
-
-# ---- Lua ----------------------------------------------------------------------------------------------
-# Options arrive as one JSON argument; absent keys are left out (cjson turns JSON null into a truthy value).
-
-_CHECK_CLAIM = """
-local function check_claim(p, id, trainer)
-  local tkey = p .. 'trainer:' .. trainer
-  if redis.call('EXISTS', tkey) == 0 then return 'trainer-gone' end
-  local slots = tonumber(redis.call('HGET', tkey, 'slots') or '0')
-  local rkey = tkey .. ':runs'
-  if redis.call('SISMEMBER', rkey, id) == 0 and redis.call('SCARD', rkey) >= slots then return 'no-slot' end
-  return nil
-end
-"""
-
-_CREATE = (
-    _CHECK_CLAIM
-    + """
--- ARGV: prefix, run id, options {fields, claim?, now, maxlen, reason}
-local p, id = ARGV[1], ARGV[2]
-local o = cjson.decode(ARGV[3])
-local key = p .. 'run:' .. id
-if redis.call('EXISTS', key) == 1 then return {'exists'} end
-if o.claim then
-  local refused = check_claim(p, id, o.claim)
-  if refused then return {refused, o.claim} end
-end
-local seq = redis.call('INCR', p .. 'runs:seq')
-local status = o.claim and 'PLACED' or 'QUEUED'
-local hset = {'status', status, 'seq', seq, 'created_at', o.now, 'updated_at', o.now, 'trainer', o.claim or ''}
-for k, v in pairs(o.fields) do table.insert(hset, k); table.insert(hset, v) end
-redis.call('HSET', key, unpack(hset))
-redis.call('ZADD', p .. 'runs', seq, id)
-redis.call('ZADD', p .. 'runs:status:' .. status, seq, id)
-local ekey = key .. ':events'
-local last = redis.call('XADD', ekey, 'MAXLEN', '~', o.maxlen, '*', 'kind', 'status', 'data',
-  cjson.encode({status = 'QUEUED', previous = '', trainer_id = '', reason = o.reason}))
-if o.claim then
-  redis.call('SADD', p .. 'trainer:' .. o.claim .. ':runs', id)
-  last = redis.call('XADD', ekey, 'MAXLEN', '~', o.maxlen, '*', 'kind', 'status', 'data',
-    cjson.encode({status = 'PLACED', previous = 'QUEUED', trainer_id = o.claim, reason = 'started on its trainer'}))
-else
-  redis.call('ZADD', p .. 'queue', seq, id)
-end
-redis.call('XADD', p .. 'events', 'MAXLEN', '~', 10000, '*', 'run_id', id, 'status', status)
-redis.call('HSET', key, 'last_event_id', last)
-return {'ok', tostring(seq), last}
-"""
-)
-
-_TRANSITION = (
-    _CHECK_CLAIM
-    + """
--- ARGV: prefix, run id, options {to, from[], expect_trainer?, claim?, release?, queue?, set{}, del[], events[],
---        reason, error?, now, maxlen}
-local p, id = ARGV[1], ARGV[2]
-local o = cjson.decode(ARGV[3])
-local key = p .. 'run:' .. id
-local cur = redis.call('HGET', key, 'status')
-if not cur then return {'missing'} end
-local allowed = false
-for _, s in ipairs(o.from) do if s == cur then allowed = true end end
-if not allowed then return {'status', cur} end
-local trainer = redis.call('HGET', key, 'trainer') or ''
-if o.expect_trainer and o.expect_trainer ~= trainer then return {'trainer', trainer} end
-if o.claim then
-  local refused = check_claim(p, id, o.claim)
-  if refused then return {refused, o.claim} end
-end
-if o.release and trainer ~= '' then redis.call('SREM', p .. 'trainer:' .. trainer .. ':runs', id) end
-if o.claim then redis.call('SADD', p .. 'trainer:' .. o.claim .. ':runs', id) end
-local seq = redis.call('HGET', key, 'seq')
-if o.to ~= cur then
-  redis.call('ZREM', p .. 'runs:status:' .. cur, id)
-  redis.call('ZADD', p .. 'runs:status:' .. o.to, seq, id)
-end
-if o.queue == 'add' then redis.call('ZADD', p .. 'queue', seq, id) end
-if o.queue == 'remove' then redis.call('ZREM', p .. 'queue', id) end
-local hset = {'status', o.to, 'updated_at', o.now}
-for k, v in pairs(o.set) do table.insert(hset, k); table.insert(hset, v) end
-redis.call('HSET', key, unpack(hset))
-if #o.del > 0 then redis.call('HDEL', key, unpack(o.del)) end
-local ekey = key .. ':events'
-local last = ''
-for _, e in ipairs(o.events) do
-  last = redis.call('XADD', ekey, 'MAXLEN', '~', o.maxlen, '*', 'kind', e.kind, 'data', e.data)
-end
-local ev = {status = o.to, previous = cur, trainer_id = redis.call('HGET', key, 'trainer') or '', reason = o.reason}
-if o.error then ev.error = o.error end
-last = redis.call('XADD', ekey, 'MAXLEN', '~', o.maxlen, '*', 'kind', 'status', 'data', cjson.encode(ev))
-redis.call('XADD', p .. 'events', 'MAXLEN', '~', 10000, '*', 'run_id', id, 'status', o.to)
-redis.call('HSET', key, 'last_event_id', last)
-return {'ok', cur, last}
-"""
-)
-
-_APPEND = """
--- ARGV: prefix, run id, kind, data, maxlen, attempt, now, progress {field: value}
-local p, id = ARGV[1], ARGV[2]
-local key = p .. 'run:' .. id
-local cur = redis.call('HGET', key, 'status')
-if not cur then return {'missing'} end
-if cur ~= 'RUNNING' and cur ~= 'PLACED' and cur ~= 'RESUMING' then return {'status', cur} end
-if (redis.call('HGET', key, 'attempt') or '0') ~= ARGV[6] then return {'attempt', cur} end
-local eid = redis.call('XADD', key .. ':events', 'MAXLEN', '~', ARGV[5], '*', 'kind', ARGV[3], 'data', ARGV[4])
-local hset = {'last_event_id', eid, 'updated_at', ARGV[7]}
-for k, v in pairs(cjson.decode(ARGV[8])) do table.insert(hset, k); table.insert(hset, v) end
-redis.call('HSET', key, unpack(hset))
-return {'ok', eid}
-"""
-
-
-# ---- records ------------------------------------------------------------------------------------------
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-PROGRESS_FIELDS = ("step", "total_steps", "train_loss", "valid_loss", "tokens_per_second", "elapsed_seconds")
-
-
-@dataclass
-class RunRecord:
-    """A run as stored in its hash. Times are Unix milliseconds (0 = not yet)."""
-
-    id: str
-    status: str = "QUEUED"
-    spec: dict[str, Any] = field(default_factory=dict)  # the fields the submitter set; the rest default
-    name: str = ""
-    trainer: str = ""
-    previous_trainer: str = ""
-    created_at: int = 0
-    updated_at: int = 0
-    started_at: int = 0
-    finished_at: int = 0
-    error: dict[str, str] | None = None  # {code, field, message}
-    metrics: dict[str, Any] | None = None
-    progress: dict[str, float] = field(default_factory=dict)
-    last_event_id: str = ""
-    run_dir: str = ""
-    experiment_id: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    attempt: int = 0
-    placement: dict[str, Any] = field(default_factory=dict)
-    auto_resumes: int = 0  # times the gateway resumed it after its trainer was lost
-    seq: int = 0
-
-    _JSON = ("spec", "error", "metrics", "labels", "placement")
-
-    def creation_fields(self) -> dict[str, str]:
-        """The hash fields a new run starts with (status, seq and timestamps are the script's)."""
-        out = {
-            "id": self.id,
-            "name": self.name,
-            "spec": json.dumps(self.spec, sort_keys=True),
-            "experiment_id": self.experiment_id,
-            "labels": json.dumps(self.labels, sort_keys=True),
-            "placement": json.dumps(self.placement, sort_keys=True),
-            "attempt": str(self.attempt),
-            "run_dir": self.run_dir,
-        }
-        return out
-
-    @classmethod
-    def from_hash(cls, values: dict[str, str]) -> RunRecord:
-        def num(name: str, kind: type = int) -> Any:
-            text = values.get(name, "")
-            return kind(text) if text else kind(0)
-
-        def load(name: str) -> Any:
-            text = values.get(name, "")
-            return json.loads(text) if text else None
-
-        return cls(
-            id=values["id"],
-            status=values.get("status", "QUEUED"),
-            spec=load("spec") or {},
-            name=values.get("name", ""),
-            trainer=values.get("trainer", ""),
-            previous_trainer=values.get("previous_trainer", ""),
-            created_at=num("created_at"),
-            updated_at=num("updated_at"),
-            started_at=num("started_at"),
-            finished_at=num("finished_at"),
-            error=load("error"),
-            metrics=load("metrics"),
-            progress={k: float(values[k]) for k in PROGRESS_FIELDS if values.get(k)},
-            last_event_id=values.get("last_event_id", ""),
-            run_dir=values.get("run_dir", ""),
-            experiment_id=values.get("experiment_id", ""),
-            labels=load("labels") or {},
-            attempt=num("attempt"),
-            placement=load("placement") or {},
-            auto_resumes=num("auto_resumes"),
-            seq=num("seq"),
-        )
-
-
-@dataclass(frozen=True)
-class RunEvent:
-    id: str  # stream id "<ms>-<seq>"
-    run_id: str
-    kind: str
-    data: dict[str, Any]
-
-    @property
-    def time_ms(self) -> int:
-        return int(self.id.split("-", 1)[0])
-
-
-@dataclass
-class TrainerRecord:
-    """A trainer's registry entry. `run_ids` (its busy slots) comes from trainer:{id}:runs."""
-
-    id: str
-    address: str
-    slots: int = 1
-    hardware: dict[str, Any] = field(default_factory=dict)
-    version: str = ""
-    runs_root: str = ""
-    started_at: int = 0
-    heartbeat_at: int = 0
-    draining: bool = False  # shutting down: alive (its runs are checkpointing) but takes no new runs
-    run_ids: list[str] = field(default_factory=list)
-
-    @property
-    def free_slots(self) -> int:
-        return 0 if self.draining else max(0, self.slots - len(self.run_ids))
-
-    def to_hash(self) -> dict[str, str]:
-        return {
-            "id": self.id,
-            "address": self.address,
-            "slots": str(self.slots),
-            "hardware": json.dumps(self.hardware, sort_keys=True),
-            "version": self.version,
-            "runs_root": self.runs_root,
-            "started_at": str(self.started_at),
-            "heartbeat_at": str(self.heartbeat_at),
-            "draining": "1" if self.draining else "0",
-        }
-
-    @classmethod
-    def from_hash(cls, values: dict[str, str], run_ids: Iterable[str] = ()) -> TrainerRecord:
-        return cls(
-            id=values["id"],
-            address=values.get("address", ""),
-            slots=int(values.get("slots") or 0),
-            hardware=json.loads(values.get("hardware") or "{}"),
-            version=values.get("version", ""),
-            runs_root=values.get("runs_root", ""),
-            started_at=int(values.get("started_at") or 0),
-            heartbeat_at=int(values.get("heartbeat_at") or 0),
-            draining=values.get("draining") == "1",
-            run_ids=sorted(run_ids),
-        )
 
 
 class TransitionRefused(FailedPrecondition):
@@ -360,9 +76,9 @@ class RunStore:
         self.r = client
         self.prefix = prefix
         self.events_maxlen = events_maxlen
-        self._create = client.register_script(_CREATE)
-        self._transition = client.register_script(_TRANSITION)
-        self._append = client.register_script(_APPEND)
+        self._create = client.register_script(status_machine.CREATE)
+        self._transition = client.register_script(status_machine.TRANSITION)
+        self._append = client.register_script(status_machine.APPEND)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "peftlab:", events_maxlen: int = 10000) -> RunStore:
@@ -387,6 +103,9 @@ class RunStore:
 
     def trainer_key(self, trainer_id: str) -> str:
         return f"{self.prefix}trainer:{trainer_id}"
+
+    def slots_key(self, trainer_id: str) -> str:
+        return f"{self.prefix}trainer:{trainer_id}:runs"
 
     # ---- runs ----
 
@@ -447,7 +166,7 @@ class RunStore:
         Returns (previous status, id of the status event). Raises TransitionRefused when the run's status is
         not one the status machine (narrowed by `only_from`) allows to become `to`.
         """
-        allowed = [s for s in STATUSES if to in TRANSITIONS[s]]
+        allowed = status_machine.allowed_from(to)
         if only_from is not None:
             allowed = [s for s in allowed if s in set(only_from)]
         fields = {k: _hash_value(v) for k, v in (set_fields or {}).items()}
@@ -637,7 +356,7 @@ class RunStore:
         pipe = self.r.pipeline(transaction=False)
         for trainer_id in ids:
             pipe.hgetall(self.trainer_key(trainer_id))
-            pipe.smembers(self.trainer_key(trainer_id) + ":runs")
+            pipe.smembers(self.slots_key(trainer_id))
         replies = pipe.execute()
         out = []
         for i in range(0, len(replies), 2):
@@ -646,13 +365,17 @@ class RunStore:
         return out
 
     def trainer_slot_runs(self, trainer_id: str) -> set[str]:
-        return set(self.r.smembers(self.trainer_key(trainer_id) + ":runs"))
+        return set(self.r.smembers(self.slots_key(trainer_id)))
+
+    def release_slot(self, trainer_id: str, run_id: str) -> None:
+        """Free a slot the run no longer holds (its status moved on elsewhere), leaving the run as it is."""
+        self.r.srem(self.slots_key(trainer_id), run_id)
 
     def forget_trainer(self, trainer_id: str) -> None:
         """Drop a dead trainer's leftovers (its slot set and registry membership) once its runs are reaped."""
         pipe = self.r.pipeline(transaction=True)
         pipe.srem(f"{self.prefix}trainers", trainer_id)
-        pipe.delete(self.trainer_key(trainer_id) + ":runs")
+        pipe.delete(self.slots_key(trainer_id))
         pipe.execute()
 
 

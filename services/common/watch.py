@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from services.common.redis_store import TERMINAL, RunEvent, RunStore, check_event_id
+from services.common.records import RunEvent
+from services.common.redis_store import RunStore, check_event_id
+from services.common.status_machine import TERMINAL
 
 
 def follow_run(

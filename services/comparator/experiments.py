@@ -33,8 +33,9 @@ from services.common.errors import (
     ServiceError,
     Unavailable,
 )
-from services.common.redis_store import TERMINAL as RUN_TERMINAL
-from services.common.redis_store import RunStore, now_ms
+from services.common.records import now_ms
+from services.common.redis_store import RunStore
+from services.common.status_machine import TERMINAL as RUN_TERMINAL
 from services.common.validation import Roots, check_name, check_range, check_spec, new_id, page_size
 
 from . import plots, rundata

@@ -8,7 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from services.common.redis_store import RunEvent, RunRecord, RunStore
+from services.common.records import RunEvent, RunRecord
+from services.common.redis_store import RunStore
 
 from .report import RunData, flatten_metrics
 from .state import LocalRun

@@ -29,7 +29,8 @@ from typing import Any
 import redis
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.common.redis_store import now_ms, read_stream
+from services.common.records import now_ms
+from services.common.redis_store import read_stream
 
 STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})

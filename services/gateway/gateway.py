@@ -10,15 +10,9 @@ from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.common.logs import run_context
-from services.common.redis_store import (
-    ACTIVE,
-    RESUMABLE,
-    TERMINAL,
-    RunRecord,
-    RunStore,
-    TrainerRecord,
-    now_ms,
-)
+from services.common.records import RunRecord, TrainerRecord, now_ms
+from services.common.redis_store import RunStore
+from services.common.status_machine import ACTIVE, RESUMABLE, TERMINAL
 from services.common.validation import (
     Roots,
     check_id,

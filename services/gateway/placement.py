@@ -17,14 +17,8 @@ from dataclasses import dataclass
 
 from services.common.errors import ServiceError
 from services.common.logs import run_context
-from services.common.redis_store import (
-    RunRecord,
-    RunStore,
-    TrainerGone,
-    TrainerRecord,
-    TransitionRefused,
-    now_ms,
-)
+from services.common.records import RunRecord, TrainerRecord, now_ms
+from services.common.redis_store import RunStore, TrainerGone, TransitionRefused
 
 log = logging.getLogger(__name__)
 

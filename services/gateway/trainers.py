@@ -10,7 +10,7 @@ from peftlab.v1 import comparator_pb2_grpc, optimizer_pb2_grpc, trainer_pb2, tra
 from services.common import codec
 from services.common.errors import Unavailable
 from services.common.interceptors import outgoing_metadata
-from services.common.redis_store import RunRecord, TrainerRecord
+from services.common.records import RunRecord, TrainerRecord
 from services.gateway.placement import DispatchError
 
 # A trainer that cannot take a run *now* (retry later, elsewhere), as opposed to one that refuses the run.

@@ -12,8 +12,9 @@ from services.common.grpc_server import GrpcServer, ServiceBinding, build_server
 from services.common.logs import setup_logging
 from services.common.redis_store import RunStore
 from services.trainer.config import TrainerConfig, load
+from services.trainer.registry import Identity
 from services.trainer.servicer import TrainerServicer
-from services.trainer.trainer import Identity, Trainer
+from services.trainer.trainer import Trainer
 
 log = logging.getLogger(__name__)
 

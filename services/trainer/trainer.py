@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +20,9 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.logs import run_context
-from services.common.redis_store import (
-    ACTIVE,
-    RESUMABLE,
-    TERMINAL,
-    RunRecord,
-    RunStore,
-    TrainerRecord,
-    TransitionRefused,
-    now_ms,
-)
+from services.common.records import RunRecord, TrainerRecord, now_ms
+from services.common.redis_store import RunStore, TransitionRefused
+from services.common.status_machine import ACTIVE, RESUMABLE, TERMINAL
 from services.common.validation import (
     CheckedSpec,
     Roots,
@@ -45,22 +37,12 @@ from services.common.validation import (
 )
 from services.trainer.config import TrainerConfig
 from services.trainer.jobs import Outcome, RunChild, RunJob, RunProcesses, stream_from_child
+from services.trainer.registry import Identity, Registration
 
 log = logging.getLogger(__name__)
 
 STALE_PLACEMENT_MS = 30_000
 OUTCOME_RETRIES = 12  # ~1.5 minutes of backoff
-
-
-@dataclass
-class Identity:
-    """Who this trainer is in the registry (known once the server has bound its port)."""
-
-    trainer_id: str
-    address: str
-    hardware: dict[str, Any] = field(default_factory=dict)
-    # Re-measures the hardware (free memory changes); called with every heartbeat.
-    probe_hardware: Callable[[], dict[str, Any]] | None = None
 
 
 class Trainer:
@@ -69,7 +51,12 @@ class Trainer:
         self.store = store
         self.id = identity.trainer_id
         self.roots = Roots.from_paths(config.models_root, config.data_root, config.runs_root)
-        self.record = TrainerRecord(
+        self.processes = RunProcesses(config.slots, self._record_outcome)
+        self._calls = threading.BoundedSemaphore(config.generate_slots)
+        # Serializes admission (slot check + Redis claim + spawn) so two StartRuns never share a slot.
+        self._admit = threading.Lock()
+        self._closing = False
+        record = TrainerRecord(
             id=identity.trainer_id,
             address=identity.address,
             slots=config.slots,
@@ -78,38 +65,26 @@ class Trainer:
             runs_root=str(self.roots.runs),
             started_at=now_ms(),
         )
-        self.processes = RunProcesses(config.slots, self._record_outcome)
-        self._calls = threading.BoundedSemaphore(config.generate_slots)
-        # Serializes admission (slot check + Redis claim + spawn) so two StartRuns never share a slot.
-        self._admit = threading.Lock()
-        self._closing = False
-        self._probe_hardware = identity.probe_hardware
-        self._stop_heartbeat = threading.Event()
-        self._heartbeat: threading.Thread | None = None
+        self.registration = Registration(
+            store,
+            record,
+            config.heartbeat_ttl,
+            config.heartbeat_interval,
+            identity.probe_hardware,
+            on_beat=self._housekeeping,
+        )
 
     # ---- registry ----
 
     def register(self) -> None:
         """Join the registry, reap what a previous life of this trainer id left behind, start heartbeating."""
-        self.store.register_trainer(self.record, self.config.heartbeat_ttl)
+        self.registration.publish()
         self._reap_previous_life()
-        self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
-        self._heartbeat.start()
-        log.info(
-            "registered",
-            extra={"trainer_id": self.id, "address": self.record.address, "slots": self.config.slots},
-        )
+        self.registration.start_heartbeat()
 
-    def _beat(self) -> None:
-        while not self._stop_heartbeat.wait(self.config.heartbeat_interval):
-            try:
-                if self._probe_hardware:
-                    self.record.hardware = self._probe_hardware()
-                self.store.register_trainer(self.record, self.config.heartbeat_ttl)
-                self._stop_disowned_runs()
-                self._return_stale_placements()
-            except Exception as exc:
-                log.warning("heartbeat failed", extra={"error": str(exc)})
+    def _housekeeping(self) -> None:
+        self._stop_disowned_runs()
+        self._return_stale_placements()
 
     def _reap_previous_life(self) -> None:
         """Runs that hold this trainer's slots in Redis but have no process here died with our predecessor."""
@@ -130,7 +105,7 @@ class Trainer:
                         )
                         log.warning("run lost by a previous trainer process", extra={"run_id": run_id})
                     except (TransitionRefused, ServiceError):
-                        self.store.r.srem(self.store.trainer_key(self.id) + ":runs", run_id)
+                        self.store.release_slot(self.id, run_id)
 
     def _stop_disowned_runs(self) -> None:
         """A run marked LOST or CANCELLED elsewhere (e.g. while our heartbeat lapsed) must not keep running."""
@@ -179,18 +154,12 @@ class Trainer:
         """SIGTERM: take no new runs (the registry says draining, so nothing is placed here), let every run
         checkpoint and record it LOST (the gateway resumes it), then leave the registry."""
         self._closing = True
-        self.record.draining = True
-        self.store.register_trainer(self.record, self.config.heartbeat_ttl)
-        # Heartbeats go on while runs checkpoint, so the gateway does not reap them half-written.
+        self.registration.drain()
         self.processes.stop_all(self.config.shutdown_grace)
-        self._stop_heartbeat.set()
-        if self._heartbeat:
-            self._heartbeat.join(timeout=self.config.heartbeat_interval + 5)
-        self.store.unregister_trainer(self.id)
+        self.registration.leave()
 
     def info(self) -> TrainerRecord:
-        self.record.run_ids = sorted(self.store.trainer_slot_runs(self.id))
-        return self.record
+        return self.registration.info()
 
     # ---- runs ----
 
@@ -376,7 +345,7 @@ class Trainer:
         with run_context(run_id):
             if outcome.disowned:
                 # Someone else changed the run's status (and released the slot); leave it as it is.
-                self.store.r.srem(self.store.trainer_key(self.id) + ":runs", run_id)
+                self.store.release_slot(self.id, run_id)
                 log.info("run process ended after the run was taken over elsewhere")
                 return
             result, error = outcome.result, outcome.error
@@ -419,7 +388,7 @@ class Trainer:
                     )
                 log.info("run ended", extra={"exitcode": outcome.exitcode})
             except TransitionRefused as exc:
-                self.store.r.srem(self.store.trainer_key(self.id) + ":runs", run_id)
+                self.store.release_slot(self.id, run_id)
                 log.warning(
                     "run outcome not recorded: status changed meanwhile", extra={"current": exc.current}
                 )

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from services.common.redis_store import now_ms
+from services.common.records import now_ms
 from services.common.validation import Roots, dataset_dir, model_dir, new_id
 
 from ..state import LocalRun

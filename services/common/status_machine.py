@@ -1,0 +1,151 @@
+"""The run status machine and the Lua scripts that enforce it inside Redis (ARCHITECTURE.md §3).
+
+Every write that touches more than one key runs as one of these scripts, so a crash never leaves half a run
+and two gateways can never book the same slot twice. A transition names the statuses it may come from
+(`allowed_from`, derived from TRANSITIONS) and the script fails if the run is in another one. The scripts
+build key names from the prefix (the layout is in redis_store.py), so this needs a single Redis node.
+"""
+
+from __future__ import annotations
+
+STATUSES = ("QUEUED", "PLACED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "LOST", "RESUMING")
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+# Statuses in which a run may hold a trainer slot (RESUMING only once placed).
+ACTIVE = frozenset({"PLACED", "RUNNING", "RESUMING"})
+RESUMABLE = frozenset({"FAILED", "CANCELLED", "LOST"})
+
+# The status machine: which statuses each status may move to. RESUMING -> RESUMING is its placement on (or
+# release from) a trainer; PLACED -> QUEUED is a placement the trainer refused or could not be reached for.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "QUEUED": frozenset({"PLACED", "CANCELLED", "FAILED"}),
+    "PLACED": frozenset({"RUNNING", "QUEUED", "FAILED", "CANCELLED", "LOST"}),
+    "RUNNING": frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "LOST"}),
+    "SUCCEEDED": frozenset(),
+    "FAILED": frozenset({"RESUMING"}),
+    "CANCELLED": frozenset({"RESUMING"}),
+    "LOST": frozenset({"RESUMING", "FAILED", "CANCELLED"}),
+    "RESUMING": frozenset({"RESUMING", "RUNNING", "FAILED", "CANCELLED", "LOST"}),
+}
+
+# Event kinds in run:{id}:events and their `data` (JSON):
+#   status      {status, previous, trainer_id, reason, error?: {code, field, message}}
+#   started     the engine's on_start info (trainable_parameters, backend, resume_step, ...)
+#   step        StepMetrics fields;  eval  EvalMetrics fields
+#   checkpoint  {step, path};  log  {message};  result  RunResult fields (final metrics)
+EVENT_KINDS = ("status", "started", "step", "eval", "checkpoint", "log", "result")
+
+
+def allowed_from(to: str) -> list[str]:
+    """The statuses a run may be in to become `to`, in STATUSES order."""
+    return [s for s in STATUSES if to in TRANSITIONS[s]]
+
+
+# ---- Lua ----------------------------------------------------------------------------------------------
+# Options arrive as one JSON argument; absent keys are left out (cjson turns JSON null into a truthy value).
+
+_CHECK_CLAIM = """
+local function check_claim(p, id, trainer)
+  local tkey = p .. 'trainer:' .. trainer
+  if redis.call('EXISTS', tkey) == 0 then return 'trainer-gone' end
+  local slots = tonumber(redis.call('HGET', tkey, 'slots') or '0')
+  local rkey = tkey .. ':runs'
+  if redis.call('SISMEMBER', rkey, id) == 0 and redis.call('SCARD', rkey) >= slots then return 'no-slot' end
+  return nil
+end
+"""
+
+CREATE = (
+    _CHECK_CLAIM
+    + """
+-- ARGV: prefix, run id, options {fields, claim?, now, maxlen, reason}
+local p, id = ARGV[1], ARGV[2]
+local o = cjson.decode(ARGV[3])
+local key = p .. 'run:' .. id
+if redis.call('EXISTS', key) == 1 then return {'exists'} end
+if o.claim then
+  local refused = check_claim(p, id, o.claim)
+  if refused then return {refused, o.claim} end
+end
+local seq = redis.call('INCR', p .. 'runs:seq')
+local status = o.claim and 'PLACED' or 'QUEUED'
+local hset = {'status', status, 'seq', seq, 'created_at', o.now, 'updated_at', o.now, 'trainer', o.claim or ''}
+for k, v in pairs(o.fields) do table.insert(hset, k); table.insert(hset, v) end
+redis.call('HSET', key, unpack(hset))
+redis.call('ZADD', p .. 'runs', seq, id)
+redis.call('ZADD', p .. 'runs:status:' .. status, seq, id)
+local ekey = key .. ':events'
+local last = redis.call('XADD', ekey, 'MAXLEN', '~', o.maxlen, '*', 'kind', 'status', 'data',
+  cjson.encode({status = 'QUEUED', previous = '', trainer_id = '', reason = o.reason}))
+if o.claim then
+  redis.call('SADD', p .. 'trainer:' .. o.claim .. ':runs', id)
+  last = redis.call('XADD', ekey, 'MAXLEN', '~', o.maxlen, '*', 'kind', 'status', 'data',
+    cjson.encode({status = 'PLACED', previous = 'QUEUED', trainer_id = o.claim, reason = 'started on its trainer'}))
+else
+  redis.call('ZADD', p .. 'queue', seq, id)
+end
+redis.call('XADD', p .. 'events', 'MAXLEN', '~', 10000, '*', 'run_id', id, 'status', status)
+redis.call('HSET', key, 'last_event_id', last)
+return {'ok', tostring(seq), last}
+"""
+)
+
+TRANSITION = (
+    _CHECK_CLAIM
+    + """
+-- ARGV: prefix, run id, options {to, from[], expect_trainer?, claim?, release?, queue?, set{}, del[], events[],
+--        reason, error?, now, maxlen}
+local p, id = ARGV[1], ARGV[2]
+local o = cjson.decode(ARGV[3])
+local key = p .. 'run:' .. id
+local cur = redis.call('HGET', key, 'status')
+if not cur then return {'missing'} end
+local allowed = false
+for _, s in ipairs(o.from) do if s == cur then allowed = true end end
+if not allowed then return {'status', cur} end
+local trainer = redis.call('HGET', key, 'trainer') or ''
+if o.expect_trainer and o.expect_trainer ~= trainer then return {'trainer', trainer} end
+if o.claim then
+  local refused = check_claim(p, id, o.claim)
+  if refused then return {refused, o.claim} end
+end
+if o.release and trainer ~= '' then redis.call('SREM', p .. 'trainer:' .. trainer .. ':runs', id) end
+if o.claim then redis.call('SADD', p .. 'trainer:' .. o.claim .. ':runs', id) end
+local seq = redis.call('HGET', key, 'seq')
+if o.to ~= cur then
+  redis.call('ZREM', p .. 'runs:status:' .. cur, id)
+  redis.call('ZADD', p .. 'runs:status:' .. o.to, seq, id)
+end
+if o.queue == 'add' then redis.call('ZADD', p .. 'queue', seq, id) end
+if o.queue == 'remove' then redis.call('ZREM', p .. 'queue', id) end
+local hset = {'status', o.to, 'updated_at', o.now}
+for k, v in pairs(o.set) do table.insert(hset, k); table.insert(hset, v) end
+redis.call('HSET', key, unpack(hset))
+if #o.del > 0 then redis.call('HDEL', key, unpack(o.del)) end
+local ekey = key .. ':events'
+local last = ''
+for _, e in ipairs(o.events) do
+  last = redis.call('XADD', ekey, 'MAXLEN', '~', o.maxlen, '*', 'kind', e.kind, 'data', e.data)
+end
+local ev = {status = o.to, previous = cur, trainer_id = redis.call('HGET', key, 'trainer') or '', reason = o.reason}
+if o.error then ev.error = o.error end
+last = redis.call('XADD', ekey, 'MAXLEN', '~', o.maxlen, '*', 'kind', 'status', 'data', cjson.encode(ev))
+redis.call('XADD', p .. 'events', 'MAXLEN', '~', 10000, '*', 'run_id', id, 'status', o.to)
+redis.call('HSET', key, 'last_event_id', last)
+return {'ok', cur, last}
+"""
+)
+
+APPEND = """
+-- ARGV: prefix, run id, kind, data, maxlen, attempt, now, progress {field: value}
+local p, id = ARGV[1], ARGV[2]
+local key = p .. 'run:' .. id
+local cur = redis.call('HGET', key, 'status')
+if not cur then return {'missing'} end
+if cur ~= 'RUNNING' and cur ~= 'PLACED' and cur ~= 'RESUMING' then return {'status', cur} end
+if (redis.call('HGET', key, 'attempt') or '0') ~= ARGV[6] then return {'attempt', cur} end
+local eid = redis.call('XADD', key .. ':events', 'MAXLEN', '~', ARGV[5], '*', 'kind', ARGV[3], 'data', ARGV[4])
+local hset = {'last_event_id', eid, 'updated_at', ARGV[7]}
+for k, v in pairs(cjson.decode(ARGV[8])) do table.insert(hset, k); table.insert(hset, v) end
+redis.call('HSET', key, unpack(hset))
+return {'ok', eid}
+"""
