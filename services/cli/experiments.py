@@ -33,6 +33,8 @@ def _base_spec(args: argparse.Namespace):
         "eval_every": args.eval_every,
     }
     values: dict[str, Any] = {k: v for k, v in shortcuts.items() if v is not None}
+    if args.report_to:
+        values["report_to"] = [name.strip() for name in args.report_to.split(",") if name.strip()]
     for item in args.set or []:
         key, sep, text = item.partition("=")
         if not sep:
@@ -257,6 +259,7 @@ def add_commands(commands) -> None:
         parser.add_argument("--iters", type=int, help="optimizer steps per run")
         parser.add_argument("--eval-every", type=int, help="validate every N steps")
         parser.add_argument("--test-samples", type=int, help="test samples scored for exact match")
+        parser.add_argument("--report-to", help="trackers for every run: tensorboard,mlflow,wandb")
         parser.add_argument(
             "--set", action="append", metavar="KEY=VALUE", help="any RunSpec field (repeatable)"
         )

@@ -98,8 +98,9 @@ def load_spec(path: Path):
             raise SystemExit(
                 f"error: {path}: unknown field {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
             )
-    if isinstance(values.get("target_modules"), str):
-        values["target_modules"] = [m.strip() for m in values["target_modules"].split(",") if m.strip()]
+    for listed in ("target_modules", "report_to"):
+        if isinstance(values.get(listed), str):
+            values[listed] = [m.strip() for m in values[listed].split(",") if m.strip()]
     try:
         return fill(common_pb2.RunSpec(), values)
     except (TypeError, ValueError) as exc:
@@ -109,11 +110,19 @@ def load_spec(path: Path):
 # ---- commands ---------------------------------------------------------------------------------------------
 
 
+def report_to(value: str | None) -> list[str]:
+    """--report-to tensorboard,mlflow as the spec's list ([] when the flag is absent)."""
+    return [name.strip() for name in (value or "").split(",") if name.strip()]
+
+
 def cmd_submit(client: Client, args: argparse.Namespace) -> int:
     from peftlab.v1 import common_pb2, gateway_pb2
 
+    spec = load_spec(args.spec)
+    if args.report_to:
+        spec.report_to[:] = report_to(args.report_to)
     request = gateway_pb2.SubmitRunRequest(
-        spec=load_spec(args.spec),
+        spec=spec,
         name=args.name or args.spec.stem,
         placement=common_pb2.Placement(device=args.device or "", trainer_id=args.trainer or ""),
     )
@@ -372,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--trainer", help="preferred trainer id")
     submit.add_argument("--label", action="append", metavar="KEY=VALUE", help="a label (repeatable)")
     submit.add_argument("--watch", action="store_true", help="follow the run after submitting it")
+    submit.add_argument("--report-to", help="experiment trackers, comma-separated: tensorboard,mlflow,wandb")
     submit.set_defaults(handler=cmd_submit)
     watch_parser = run.add_parser("watch", help="follow a run's progress (resumable)")
     watch_parser.add_argument("run_id")

@@ -16,6 +16,7 @@ SHORTCUTS = {
     "learning_rate": "peak learning rate",
     "batch_size": "rows per micro-batch",
     "seed": "random seed",
+    "report_to": "experiment trackers, comma-separated: tensorboard,mlflow,wandb",
 }
 
 
@@ -132,9 +133,12 @@ def main(args: argparse.Namespace) -> int:
     from services.trainer.engine.blas import ensure_preloaded
 
     ensure_preloaded()  # re-execs with OpenBLAS on Linux CPU when mlx is not yet imported
+    from services.common.errors import FailedPrecondition
     from services.common.paths import runs_dir
     from services.trainer.engine import api
     from services.trainer.engine.errors import EngineError, SpecError
+    from services.trainer.trackers import RunContext
+    from services.trainer.trackers.run import train_tracked
 
     try:
         spec = build_spec(args)
@@ -145,8 +149,12 @@ def main(args: argparse.Namespace) -> int:
             baseline = api.score_base_model(spec)
             if baseline is not None:
                 print(f"base model exact match: {baseline.exact_match:.1%}")
-        result = api.train(spec, Path(run_dir), resume=bool(args.resume), callback=ProgressBar().callback())
-    except (EngineError, SpecError) as exc:
+        run_dir = Path(run_dir)
+        context = RunContext(run_id=run_dir.name, run_dir=run_dir, name=run_dir.name)
+        result = train_tracked(
+            spec, run_dir, context, resume=bool(args.resume), callback=ProgressBar().callback()
+        )
+    except (EngineError, SpecError, FailedPrecondition) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print_result(result, baseline)

@@ -23,6 +23,7 @@ from .paths import default_data, default_model
 METHODS = ("lora", "dora", "qlora", "full")
 SCHEDULES = ("cosine", "linear", "constant")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+TRACKERS = ("tensorboard", "mlflow", "wandb")
 # Llama-family names; mlx_lm's models use the same module paths inside each transformer block.
 # Peak learning rates when a spec does not set one. Adapters (scale alpha/rank = 2) learn the default
 # extraction task fastest near 2e-3 within 60-120 steps (sweep in README); full fine-tuning moves every
@@ -113,6 +114,24 @@ class RunSpec:
     max_new_tokens: int = field(default=160, metadata=_help("Generation limit when scoring the test split."))
     memory_budget_gb: float = field(
         default=0.0, metadata=_help("Refuse to start if the predicted peak exceeds this; 0 = no check.")
+    )
+    report_to: list[str] = field(
+        default_factory=list,
+        metadata=_help("Experiment trackers fed from the run's events: tensorboard, mlflow, wandb."),
+    )
+    prompt_field: str = field(default="", metadata=_help("Dataset column of the prompt; '' = 'prompt'."))
+    completion_field: str = field(
+        default="", metadata=_help("Dataset column of the completion; '' = 'completion'.")
+    )
+    messages_field: str = field(
+        default="", metadata=_help("Dataset column of the chat messages; '' = 'messages'.")
+    )
+    system_field: str = field(
+        default="", metadata=_help("Dataset column of a system prompt prepended to each chat; '' = none.")
+    )
+    eval_samples: int = field(
+        default=0,
+        metadata=_help("Valid samples scored by greedy generation at every eval (exact match); 0 = off."),
     )
 
     # ---- construction -------------------------------------------------------------------------------
@@ -225,6 +244,9 @@ class RunSpec:
         _int_range("test_samples", self.test_samples, 0, 10**6)
         _int_range("max_new_tokens", self.max_new_tokens, 1, 32768)
         _non_negative("memory_budget_gb", self.memory_budget_gb)
+        for tracker in self.report_to:
+            _one_of("report_to", tracker, TRACKERS)
+        _int_range("eval_samples", self.eval_samples, 0, 10**4)
 
 
 def _coerce(cls: type, name: str, value: Any) -> Any:

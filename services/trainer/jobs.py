@@ -157,16 +157,39 @@ def _run_main(child: RunChild, stop: Any, conn: Connection) -> None:
     events = RedisEvents(store, child.run_id, child.attempt, stop)
     try:
         from services.common.spec import RunSpec
-        from services.trainer.engine.api import train
+        from services.trainer.trackers.run import train_tracked
 
         spec = RunSpec.from_dict(child.spec)
-        result = train(spec, Path(child.run_dir), resume=child.resume, callback=events)
+        context = _tracker_context(store, child)
+        result = train_tracked(spec, Path(child.run_dir), context, resume=child.resume, callback=events)
         conn.send(("result", result.to_dict(), events.disowned))
     except BaseException as exc:  # noqa: B036 - the outcome must reach the parent whatever happened
         conn.send(("error", _error_record(exc), events.disowned))
     finally:
         conn.close()
         store.close()
+
+
+def _tracker_context(store: RunStore, child: RunChild):
+    """What the run's trackers need from its record: name, experiment and labels (a trial's number)."""
+    from services.trainer.trackers import RunContext
+
+    record = store.get_run(child.run_id)
+
+    def claim_parent(experiment_id: str, candidate: str) -> str:
+        # One tracker parent run per experiment, whichever trial's process creates it first.
+        key = f"{store.prefix}exp:{experiment_id}:tracker_parent"
+        store.r.set(key, candidate, nx=True)
+        return store.r.get(key) or candidate
+
+    return RunContext(
+        run_id=child.run_id,
+        run_dir=Path(child.run_dir),
+        name=record.name,
+        experiment_id=record.experiment_id,
+        labels=dict(record.labels),
+        claim_parent=claim_parent,
+    )
 
 
 # ---- in the parent -----------------------------------------------------------------------------------

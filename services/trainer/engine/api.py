@@ -33,7 +33,16 @@ from .training import Loop, build_optimizer, evaluate_loss
 log = logging.getLogger(__name__)
 
 # Fields a resume may change without invalidating the loss curve so far.
-RESUMABLE_CHANGES = {"iters", "eval_every", "save_every", "test_samples", "max_new_tokens", "val_batches"}
+RESUMABLE_CHANGES = {
+    "iters",
+    "eval_every",
+    "save_every",
+    "test_samples",
+    "max_new_tokens",
+    "val_batches",
+    "report_to",
+    "eval_samples",
+}
 
 
 def trainable_bytes(model) -> int:
