@@ -116,3 +116,48 @@ def test_packed_loss_equals_separate_losses(chat_data, tiny):
         part, n = loss_fn(model, mx.array(ids), mx.array(tgt), mx.array(msk), None)
         total += part.item() * n.item()
     assert total / ntoks.item() == pytest.approx(loss.item(), rel=1e-5)
+
+
+def _learned_text(tokenizer, batch, row=0):
+    """The target tokens the loss mask selects in one row, decoded."""
+    picked = batch.targets[row][batch.loss_mask[row] > 0]
+    return tokenizer.decode(picked.tolist())
+
+
+@pytest.mark.parametrize("mask", ["assistant", "last_assistant", "none"])
+def test_every_assistant_turn_of_a_two_turn_chat_carries_the_loss(tmp_path, tiny, mask):
+    tokenizer = tiny[1]
+    record = {
+        "messages": [
+            {"role": "user", "content": "First question?"},
+            {"role": "assistant", "content": "Answer one."},
+            {"role": "user", "content": "Second question?"},
+            {"role": "assistant", "content": "Answer two."},
+        ]
+    }
+    other = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}
+    split = load_split(write(tmp_path / "train.jsonl", [record, other]), tokenizer, 128, mask)
+    spans = split.samples[0].loss_spans
+    assert len(spans) == {"assistant": 2, "last_assistant": 1, "none": 1}[mask]
+    # Packed with the other sample into one row: the mask and segments still keep them apart.
+    plan = BatchPlan(split, batch_size=1, max_seq_length=128, packing=True, seed=0)
+    batch = plan.batch(0, 0, shuffle=False)
+    assert set(batch.segments[0][batch.segments[0] > 0].tolist()) == {1, 2}
+    learned = _learned_text(tokenizer, batch)
+    assert ("Answer two." in learned) and ("Hello." in learned)
+    assert ("Answer one." in learned) == (mask != "last_assistant")
+    assert ("question?" in learned) == (mask == "none")
+    # No target crosses from one packed sample into the next.
+    seg = batch.segments[0]
+    crossing = (seg[1:] != seg[:-1]) & (batch.loss_mask[0][:-1] > 0)
+    assert not crossing.any()
+
+
+def test_spec_mask_prompt_accepts_the_old_booleans():
+    from services.common.spec import RunSpec, SpecError
+
+    assert RunSpec.from_dict({"mask_prompt": True}).mask_prompt == "assistant"
+    assert RunSpec.from_dict({"mask_prompt": "false"}).mask_prompt == "none"
+    assert RunSpec().mask_prompt == "assistant"
+    with pytest.raises(SpecError, match="mask_prompt"):
+        RunSpec.from_dict({"mask_prompt": "prompts"})

@@ -143,7 +143,8 @@ def test_new_run_previews_the_dataset_and_predicts_memory(gateway_env):
     auto = next(m.value for m in at.markdown if m.value.startswith("Auto: batch size"))
     assert "x accumulation" in auto
     spec = json.loads(at.get("code")[-1].value)
-    assert spec["batch_size"] >= 1 and spec["batch_size"] * spec["grad_accumulation"] >= 8
+    # Submitted as auto: the trainer picks the micro-batch on the machine the run lands on.
+    assert spec["batch_size"] == 0 and spec["effective_batch_size"] == 8
 
 
 def test_new_run_shows_dataset_problems_by_line(gateway_env):

@@ -23,6 +23,7 @@ class RunFeed:
     predicted_peak_bytes: int = 0
     backend: str = ""
     result: bytes = b""  # serialized RunMetrics, once the run reports them
+    phase: str = ""  # work outside the training steps in progress, e.g. "test scoring 16/50 samples"
 
     def add(self, events: list[RunEvent]) -> int:
         """Take in new events (older or repeated ones are skipped); returns how many were new."""
@@ -77,7 +78,14 @@ class RunFeed:
                 self._log(f"{stamp} checkpoint at step {event.checkpoint.step}")
             elif kind == "log":
                 self._log(f"{stamp} {event.log.message}")
+            elif kind == "progress":
+                p = event.progress
+                label = p.phase.replace("_", " ")
+                self.phase = "" if p.done >= p.total else f"{label} {p.done}/{p.total} {p.unit}"
+                if p.done == 0 or p.done >= p.total:
+                    self._log(f"{stamp} {label}: {p.done}/{p.total} {p.unit}")
             elif kind == "result":
+                self.phase = ""
                 self.result = event.result.SerializeToString()
                 self._log(f"{stamp} finished: {event.result.status}, {event.result.steps} steps")
         return added

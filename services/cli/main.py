@@ -214,6 +214,10 @@ def _show_event(progress, task, event) -> str:
             progress.update(task, completed=started.resume_step)
     elif kind == "log":
         progress.console.print(f"[dim]{event.log.message}[/]")
+    elif kind == "progress":
+        p = event.progress
+        label = p.phase.replace("_", " ")
+        progress.update(task, description=f"{label} {p.done}/{p.total} {p.unit}")
     elif kind == "checkpoint":
         progress.console.print(f"[dim]checkpoint at step {event.checkpoint.step}[/]")
     elif kind == "status":

@@ -14,7 +14,7 @@ SHORTCUTS = {
     "iters": "optimizer steps",
     "rank": "LoRA rank",
     "learning_rate": "peak learning rate",
-    "batch_size": "rows per micro-batch",
+    "batch_size": "rows per micro-batch, or auto (largest that fits memory; see effective_batch_size)",
     "seed": "random seed",
     "report_to": "experiment trackers, comma-separated: tensorboard,mlflow,wandb",
 }
@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume", type=Path, metavar="DIR", help="continue the run in DIR from its last checkpoint"
     )
     parser.add_argument(
-        "--no-baseline", action="store_true", help="skip scoring the base model before training"
+        "--no-baseline",
+        action="store_true",
+        help="skip every evaluation before training (base-model scoring, step-0 validation)",
     )
 
 
@@ -65,7 +67,23 @@ class ProgressBar:
 
         self._tqdm = tqdm
         self.bar = None
+        self.phase_bar = None
+        self.phase = ""
         self.valid = float("nan")
+
+    def progress(self, phase: str, done: int, total: int, unit: str) -> None:
+        """A bar per phase outside training (test loss, scoring), so the CLI never sits silent."""
+        if phase != self.phase or self.phase_bar is None:
+            if self.phase_bar is not None:
+                self.phase_bar.close()
+            label = phase.replace("_", " ")
+            self.phase_bar = self._tqdm(total=total, desc=label, unit=unit.rstrip("s"), leave=False)
+            self.phase = phase
+        self.phase_bar.n = done
+        self.phase_bar.refresh()
+        if done >= total:
+            self.phase_bar.close()
+            self.phase_bar, self.phase = None, ""
 
     def callback(self):
         from services.trainer.engine.callbacks import TrainingCallback
@@ -94,6 +112,9 @@ class ProgressBar:
             def on_log(self, message: str) -> None:
                 (outer.bar.write if outer.bar else print)(message)
 
+            def on_progress(self, phase: str, done: int, total: int, unit: str) -> None:
+                outer.progress(phase, done, total, unit)
+
             def on_end(self, result) -> None:
                 if outer.bar:
                     outer.bar.close()
@@ -107,7 +128,14 @@ def print_result(result, baseline) -> None:
         ("steps", result.steps),
         ("train loss (last step)", f"{result.final_train_loss:.4f}"),
         ("valid loss / perplexity", f"{result.final_valid_loss:.4f} / {result.valid_perplexity:.2f}"),
-        ("test loss / perplexity", f"{result.test_loss:.4f} / {result.test_perplexity:.2f}"),
+        (
+            f"test loss / perplexity ({result.test_loss_samples} samples)",
+            f"{result.test_loss:.4f} / {result.test_perplexity:.2f}",
+        ),
+        (
+            "micro-batch x accumulation",
+            f"{result.batch_size} x {result.grad_accumulation}" + (" (auto)" if result.batch_auto else ""),
+        ),
         ("tokens/s (training)", f"{result.tokens_per_second:.0f}"),
         ("wall time", f"{result.wall_seconds:.1f} s (training {result.train_seconds:.1f} s)"),
         (
@@ -146,13 +174,19 @@ def main(args: argparse.Namespace) -> int:
         baseline = None
         if not args.resume and not args.no_baseline and spec.test_samples:
             print(f"scoring the base model on {spec.test_samples} test samples ...", flush=True)
-            baseline = api.score_base_model(spec)
+            bar = ProgressBar()
+            baseline = api.score_base_model(spec, bar.callback())
             if baseline is not None:
                 print(f"base model exact match: {baseline.exact_match:.1%}")
         run_dir = Path(run_dir)
         context = RunContext(run_id=run_dir.name, run_dir=run_dir, name=run_dir.name)
         result = train_tracked(
-            spec, run_dir, context, resume=bool(args.resume), callback=ProgressBar().callback()
+            spec,
+            run_dir,
+            context,
+            resume=bool(args.resume),
+            callback=ProgressBar().callback(),
+            initial_eval=not args.no_baseline,
         )
     except (EngineError, SpecError, FailedPrecondition) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -163,6 +163,8 @@ def event_to_proto(event: RunEvent) -> common_pb2.RunEvent:
         fill(out.log, data)
     elif event.kind == "result":
         fill(out.result, data)
+    elif event.kind == "progress":
+        fill(out.progress, data)
     return out
 
 

@@ -24,6 +24,9 @@ METHODS = ("lora", "dora", "qlora", "full")
 SCHEDULES = ("cosine", "linear", "constant")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 TRACKERS = ("tensorboard", "mlflow", "wandb")
+# Which tokens of a sample carry the loss (services/trainer/engine/datasets.py applies it).
+MASK_MODES = ("assistant", "last_assistant", "none")
+AUTO_BATCH = 0  # batch_size "auto": the engine picks the micro-batch from the memory model
 # Llama-family names; mlx_lm's models use the same module paths inside each transformer block.
 # Peak learning rates when a spec does not set one. Adapters (scale alpha/rank = 2) learn the default
 # extraction task fastest near 2e-3 within 60-120 steps (sweep in README); full fine-tuning moves every
@@ -77,14 +80,26 @@ class RunSpec:
     iters: int = field(
         default=60, metadata=_help("Optimizer steps to train for (default: a few CPU minutes).")
     )
-    batch_size: int = field(default=4, metadata=_help("Rows per micro-batch (a row packs several samples)."))
+    batch_size: int = field(
+        default=4,
+        metadata=_help(
+            "Rows per micro-batch (a row packs several samples); auto (or 0) = the largest that fits "
+            "memory_budget_gb (default: the device's free memory), accumulating to effective_batch_size."
+        ),
+    )
     grad_accumulation: int = field(default=1, metadata=_help("Micro-batches per optimizer step."))
     max_grad_norm: float = field(
         default=1.0, metadata=_help("Clip the global gradient norm; 0 = no clipping.")
     )
     max_seq_length: int = field(default=256, metadata=_help("Tokens per row; longer samples are truncated."))
     packing: bool = field(default=True, metadata=_help("Pack several samples per row instead of padding."))
-    mask_prompt: bool = field(default=True, metadata=_help("Compute the loss on completions only."))
+    mask_prompt: str = field(
+        default="assistant",
+        metadata=_help(
+            "Loss on: assistant (every assistant turn / the completion) | last_assistant (the final answer "
+            "only) | none (every token, prompts too). true/false are accepted as assistant/none."
+        ),
+    )
     grad_checkpoint: bool = field(
         default=False, metadata=_help("Recompute activations in backward to save memory.")
     )
@@ -132,6 +147,12 @@ class RunSpec:
     eval_samples: int = field(
         default=0,
         metadata=_help("Valid samples scored by greedy generation at every eval (exact match); 0 = off."),
+    )
+    effective_batch_size: int = field(
+        default=0,
+        metadata=_help(
+            "batch_size auto: rows per optimizer step to keep (micro-batch x grad_accumulation); 0 = none."
+        ),
     )
 
     # ---- construction -------------------------------------------------------------------------------
@@ -200,6 +221,10 @@ class RunSpec:
         return self.alpha / self.rank
 
     @property
+    def auto_batch(self) -> bool:
+        return self.batch_size == AUTO_BATCH
+
+    @property
     def uses_adapters(self) -> bool:
         return self.method != "full"
 
@@ -209,6 +234,7 @@ class RunSpec:
         _one_of("method", self.method, METHODS)
         _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("dtype", self.dtype, DTYPES)
+        _one_of("mask_prompt", self.mask_prompt, MASK_MODES)
         if self.method == "qlora":
             _one_of("quant_bits", self.quant_bits, (4, 8))
             _one_of("quant_group_size", self.quant_group_size, (32, 64, 128))
@@ -230,7 +256,8 @@ class RunSpec:
         _int_range("iters", self.iters, 1, 10**7)
         if self.warmup_steps >= self.iters and self.warmup_steps > 0:
             raise SpecError("warmup_steps", f"{self.warmup_steps} must be smaller than iters ({self.iters})")
-        _int_range("batch_size", self.batch_size, 1, 4096)
+        _int_range("batch_size", self.batch_size, 0, 4096)
+        _int_range("effective_batch_size", self.effective_batch_size, 0, 65536)
         _int_range("grad_accumulation", self.grad_accumulation, 1, 1024)
         _non_negative("max_grad_norm", self.max_grad_norm)
         _int_range("max_seq_length", self.max_seq_length, 16, 131072)
@@ -253,6 +280,10 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
     """YAML and protobuf give us loosely typed values; convert to the field's type or say which field is wrong."""
     default = RunSpec.__dataclass_fields__[name]
     kind = type(default.default) if default.default is not dataclasses.MISSING else list
+    if name == "batch_size" and isinstance(value, str) and value.strip().lower() == "auto":
+        return AUTO_BATCH
+    if name == "mask_prompt" and (isinstance(value, bool) or str(value).lower() in ("true", "false")):
+        return "assistant" if str(value).lower() == "true" else "none"  # the field was a bool once
     try:
         if kind is bool:
             if isinstance(value, str):

@@ -15,11 +15,12 @@ ACTIVE = frozenset({"PLACED", "RUNNING", "RESUMING"})
 RESUMABLE = frozenset({"FAILED", "CANCELLED", "LOST"})
 
 # The status machine: which statuses each status may move to. RESUMING -> RESUMING is its placement on (or
-# release from) a trainer; PLACED -> QUEUED is a placement the trainer refused or could not be reached for.
+# release from) a trainer; PLACED -> QUEUED is a placement the trainer refused or could not be reached for;
+# RUNNING -> RESUMING is the trainer resuming a run whose process died (killed, out of memory) by itself.
 TRANSITIONS: dict[str, frozenset[str]] = {
     "QUEUED": frozenset({"PLACED", "CANCELLED", "FAILED"}),
     "PLACED": frozenset({"RUNNING", "QUEUED", "FAILED", "CANCELLED", "LOST"}),
-    "RUNNING": frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "LOST"}),
+    "RUNNING": frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "LOST", "RESUMING"}),
     "SUCCEEDED": frozenset(),
     "FAILED": frozenset({"RESUMING"}),
     "CANCELLED": frozenset({"RESUMING"}),
@@ -32,7 +33,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 #   started     the engine's on_start info (trainable_parameters, backend, resume_step, ...)
 #   step        StepMetrics fields;  eval  EvalMetrics fields
 #   checkpoint  {step, path};  log  {message};  result  RunResult fields (final metrics)
-EVENT_KINDS = ("status", "started", "step", "eval", "checkpoint", "log", "result")
+#   progress    {phase, done, total, unit}: evaluation / scoring outside the training steps
+EVENT_KINDS = ("status", "started", "step", "eval", "checkpoint", "log", "result", "progress")
 
 
 def allowed_from(to: str) -> list[str]:

@@ -118,6 +118,9 @@ class RedisEvents(TrainingCallback):
     def on_log(self, message: str) -> None:
         self._emit("log", {"message": message})
 
+    def on_progress(self, phase: str, done: int, total: int, unit: str) -> None:
+        self._emit("progress", {"phase": phase, "done": done, "total": total, "unit": unit})
+
     def on_end(self, result: Any) -> None:
         pass  # the parent records the result with the final status, atomically
 

@@ -301,7 +301,11 @@ with st.expander("More settings"):
     spec["dtype"] = c1.selectbox("Compute dtype", ["auto", "float32", "bfloat16", "float16"])
     spec["grad_checkpoint"] = c2.toggle("Gradient checkpointing", help="Less memory, ~30% slower.")
     spec["packing"] = c3.toggle("Pack samples", value=True)
-    spec["mask_prompt"] = c4.toggle("Loss on completions only", value=True)
+    spec["mask_prompt"] = c4.selectbox(
+        "Loss on", ["assistant", "last_assistant", "none"],
+        help="assistant: every assistant turn (the completion); last_assistant: the final answer only; "
+        "none: every token, prompts too.",
+    )  # fmt: skip
 
 # ---- 5. rank probe (auto rank) ----
 probe_id = st.session_state.get(state.PROBE_RUN_ID)
@@ -354,6 +358,11 @@ else:
         st.warning(f"No memory prediction: {error.message}")
         if batch_auto:
             st.caption("Auto batch size needs the optimizer; the batch size above is used instead.")
+
+if batch_auto:
+    # The trainer picks the micro-batch itself from the memory model on the machine it lands on (the figure
+    # above is the optimizer's preview for the machine chosen here); it keeps the effective batch.
+    spec["batch_size"], spec["grad_accumulation"], spec["effective_batch_size"] = 0, 1, effective
 
 # ---- start ----
 st.subheader("Start")

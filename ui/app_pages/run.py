@@ -53,6 +53,8 @@ def _live(run_id: str, was_active: bool) -> None:
     f.add(client.run_events(run_id, f.last_event_id, wait_s=0.5))
     p = feed.progress(f.steps, run.progress.total_steps or run.spec.iters)
     st.progress(p.fraction, text=p.label())
+    if f.phase:
+        st.caption(f"Now: {f.phase}")
     last = f.steps[-1] if f.steps else None
     valid = f.evals[-1] if f.evals else None
     cols = st.columns(5)

@@ -33,7 +33,7 @@ RUN_STATUS_LOST: RunStatus
 RUN_STATUS_RESUMING: RunStatus
 
 class RunSpec(_message.Message):
-    __slots__ = ("model", "data", "method", "quant_bits", "quant_group_size", "target_modules", "num_layers", "rank", "alpha", "dropout", "learning_rate", "weight_decay", "schedule", "warmup_steps", "min_lr_ratio", "iters", "batch_size", "grad_accumulation", "max_grad_norm", "max_seq_length", "packing", "mask_prompt", "grad_checkpoint", "compile", "dtype", "eval_every", "val_batches", "early_stopping_patience", "early_stopping_min_delta", "save_every", "seed", "test_samples", "max_new_tokens", "memory_budget_gb", "report_to", "prompt_field", "completion_field", "messages_field", "system_field", "eval_samples")
+    __slots__ = ("model", "data", "method", "quant_bits", "quant_group_size", "target_modules", "num_layers", "rank", "alpha", "dropout", "learning_rate", "weight_decay", "schedule", "warmup_steps", "min_lr_ratio", "iters", "batch_size", "grad_accumulation", "max_grad_norm", "max_seq_length", "packing", "mask_prompt", "grad_checkpoint", "compile", "dtype", "eval_every", "val_batches", "early_stopping_patience", "early_stopping_min_delta", "save_every", "seed", "test_samples", "max_new_tokens", "memory_budget_gb", "report_to", "prompt_field", "completion_field", "messages_field", "system_field", "eval_samples", "effective_batch_size")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class RunSpec(_message.Message):
     MESSAGES_FIELD_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_FIELD_NUMBER: _ClassVar[int]
     EVAL_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     model: str
     data: str
     method: str
@@ -95,7 +96,7 @@ class RunSpec(_message.Message):
     max_grad_norm: float
     max_seq_length: int
     packing: bool
-    mask_prompt: bool
+    mask_prompt: str
     grad_checkpoint: bool
     compile: bool
     dtype: str
@@ -114,7 +115,8 @@ class RunSpec(_message.Message):
     messages_field: str
     system_field: str
     eval_samples: int
-    def __init__(self, model: _Optional[str] = ..., data: _Optional[str] = ..., method: _Optional[str] = ..., quant_bits: _Optional[int] = ..., quant_group_size: _Optional[int] = ..., target_modules: _Optional[_Iterable[str]] = ..., num_layers: _Optional[int] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., dropout: _Optional[float] = ..., learning_rate: _Optional[float] = ..., weight_decay: _Optional[float] = ..., schedule: _Optional[str] = ..., warmup_steps: _Optional[int] = ..., min_lr_ratio: _Optional[float] = ..., iters: _Optional[int] = ..., batch_size: _Optional[int] = ..., grad_accumulation: _Optional[int] = ..., max_grad_norm: _Optional[float] = ..., max_seq_length: _Optional[int] = ..., packing: _Optional[bool] = ..., mask_prompt: _Optional[bool] = ..., grad_checkpoint: _Optional[bool] = ..., compile: _Optional[bool] = ..., dtype: _Optional[str] = ..., eval_every: _Optional[int] = ..., val_batches: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., early_stopping_min_delta: _Optional[float] = ..., save_every: _Optional[int] = ..., seed: _Optional[int] = ..., test_samples: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., memory_budget_gb: _Optional[float] = ..., report_to: _Optional[_Iterable[str]] = ..., prompt_field: _Optional[str] = ..., completion_field: _Optional[str] = ..., messages_field: _Optional[str] = ..., system_field: _Optional[str] = ..., eval_samples: _Optional[int] = ...) -> None: ...
+    effective_batch_size: int
+    def __init__(self, model: _Optional[str] = ..., data: _Optional[str] = ..., method: _Optional[str] = ..., quant_bits: _Optional[int] = ..., quant_group_size: _Optional[int] = ..., target_modules: _Optional[_Iterable[str]] = ..., num_layers: _Optional[int] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., dropout: _Optional[float] = ..., learning_rate: _Optional[float] = ..., weight_decay: _Optional[float] = ..., schedule: _Optional[str] = ..., warmup_steps: _Optional[int] = ..., min_lr_ratio: _Optional[float] = ..., iters: _Optional[int] = ..., batch_size: _Optional[int] = ..., grad_accumulation: _Optional[int] = ..., max_grad_norm: _Optional[float] = ..., max_seq_length: _Optional[int] = ..., packing: _Optional[bool] = ..., mask_prompt: _Optional[str] = ..., grad_checkpoint: _Optional[bool] = ..., compile: _Optional[bool] = ..., dtype: _Optional[str] = ..., eval_every: _Optional[int] = ..., val_batches: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., early_stopping_min_delta: _Optional[float] = ..., save_every: _Optional[int] = ..., seed: _Optional[int] = ..., test_samples: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., memory_budget_gb: _Optional[float] = ..., report_to: _Optional[_Iterable[str]] = ..., prompt_field: _Optional[str] = ..., completion_field: _Optional[str] = ..., messages_field: _Optional[str] = ..., system_field: _Optional[str] = ..., eval_samples: _Optional[int] = ..., effective_batch_size: _Optional[int] = ...) -> None: ...
 
 class Placement(_message.Message):
     __slots__ = ("device", "trainer_id", "strict")
@@ -178,7 +180,7 @@ class TaskScore(_message.Message):
     def __init__(self, task: _Optional[str] = ..., n: _Optional[int] = ..., exact_match: _Optional[float] = ..., field_accuracy: _Optional[_Mapping[str, float]] = ..., parse_rate: _Optional[float] = ..., generation_tokens_per_second: _Optional[float] = ...) -> None: ...
 
 class RunMetrics(_message.Message):
-    __slots__ = ("status", "steps", "final_train_loss", "final_valid_loss", "best_valid_loss", "valid_perplexity", "test_loss", "test_perplexity", "task", "train_tokens", "tokens_per_second", "wall_seconds", "train_seconds", "peak_memory_bytes", "peak_rss_bytes", "predicted_peak_memory_bytes", "trainable_parameters", "total_parameters", "adapter_bytes", "run_dir", "backend")
+    __slots__ = ("status", "steps", "final_train_loss", "final_valid_loss", "best_valid_loss", "valid_perplexity", "test_loss", "test_perplexity", "task", "train_tokens", "tokens_per_second", "wall_seconds", "train_seconds", "peak_memory_bytes", "peak_rss_bytes", "predicted_peak_memory_bytes", "trainable_parameters", "total_parameters", "adapter_bytes", "run_dir", "backend", "test_loss_samples", "test_loss_tokens", "batch_size", "grad_accumulation", "batch_auto")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     FINAL_TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
@@ -200,6 +202,11 @@ class RunMetrics(_message.Message):
     ADAPTER_BYTES_FIELD_NUMBER: _ClassVar[int]
     RUN_DIR_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    TEST_LOSS_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    TEST_LOSS_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    GRAD_ACCUMULATION_FIELD_NUMBER: _ClassVar[int]
+    BATCH_AUTO_FIELD_NUMBER: _ClassVar[int]
     status: str
     steps: int
     final_train_loss: float
@@ -221,7 +228,24 @@ class RunMetrics(_message.Message):
     adapter_bytes: int
     run_dir: str
     backend: str
-    def __init__(self, status: _Optional[str] = ..., steps: _Optional[int] = ..., final_train_loss: _Optional[float] = ..., final_valid_loss: _Optional[float] = ..., best_valid_loss: _Optional[float] = ..., valid_perplexity: _Optional[float] = ..., test_loss: _Optional[float] = ..., test_perplexity: _Optional[float] = ..., task: _Optional[_Union[TaskScore, _Mapping]] = ..., train_tokens: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., wall_seconds: _Optional[float] = ..., train_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., peak_rss_bytes: _Optional[int] = ..., predicted_peak_memory_bytes: _Optional[int] = ..., trainable_parameters: _Optional[int] = ..., total_parameters: _Optional[int] = ..., adapter_bytes: _Optional[int] = ..., run_dir: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
+    test_loss_samples: int
+    test_loss_tokens: int
+    batch_size: int
+    grad_accumulation: int
+    batch_auto: bool
+    def __init__(self, status: _Optional[str] = ..., steps: _Optional[int] = ..., final_train_loss: _Optional[float] = ..., final_valid_loss: _Optional[float] = ..., best_valid_loss: _Optional[float] = ..., valid_perplexity: _Optional[float] = ..., test_loss: _Optional[float] = ..., test_perplexity: _Optional[float] = ..., task: _Optional[_Union[TaskScore, _Mapping]] = ..., train_tokens: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., wall_seconds: _Optional[float] = ..., train_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., peak_rss_bytes: _Optional[int] = ..., predicted_peak_memory_bytes: _Optional[int] = ..., trainable_parameters: _Optional[int] = ..., total_parameters: _Optional[int] = ..., adapter_bytes: _Optional[int] = ..., run_dir: _Optional[str] = ..., backend: _Optional[str] = ..., test_loss_samples: _Optional[int] = ..., test_loss_tokens: _Optional[int] = ..., batch_size: _Optional[int] = ..., grad_accumulation: _Optional[int] = ..., batch_auto: _Optional[bool] = ...) -> None: ...
+
+class PhaseProgress(_message.Message):
+    __slots__ = ("phase", "done", "total", "unit")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    phase: str
+    done: int
+    total: int
+    unit: str
+    def __init__(self, phase: _Optional[str] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., unit: _Optional[str] = ...) -> None: ...
 
 class StepMetrics(_message.Message):
     __slots__ = ("step", "total_steps", "train_loss", "learning_rate", "tokens", "tokens_per_second", "step_seconds", "elapsed_seconds", "peak_memory_bytes", "rss_bytes", "grad_norm")
@@ -308,7 +332,7 @@ class LogLine(_message.Message):
     def __init__(self, message: _Optional[str] = ...) -> None: ...
 
 class RunEvent(_message.Message):
-    __slots__ = ("id", "run_id", "time", "status", "started", "step", "eval", "checkpoint", "log", "result")
+    __slots__ = ("id", "run_id", "time", "status", "started", "step", "eval", "checkpoint", "log", "result", "progress")
     ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
@@ -319,6 +343,7 @@ class RunEvent(_message.Message):
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     id: str
     run_id: str
     time: _timestamp_pb2.Timestamp
@@ -329,7 +354,8 @@ class RunEvent(_message.Message):
     checkpoint: CheckpointSaved
     log: LogLine
     result: RunMetrics
-    def __init__(self, id: _Optional[str] = ..., run_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[StatusChange, _Mapping]] = ..., started: _Optional[_Union[RunStarted, _Mapping]] = ..., step: _Optional[_Union[StepMetrics, _Mapping]] = ..., eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointSaved, _Mapping]] = ..., log: _Optional[_Union[LogLine, _Mapping]] = ..., result: _Optional[_Union[RunMetrics, _Mapping]] = ...) -> None: ...
+    progress: PhaseProgress
+    def __init__(self, id: _Optional[str] = ..., run_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[StatusChange, _Mapping]] = ..., started: _Optional[_Union[RunStarted, _Mapping]] = ..., step: _Optional[_Union[StepMetrics, _Mapping]] = ..., eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointSaved, _Mapping]] = ..., log: _Optional[_Union[LogLine, _Mapping]] = ..., result: _Optional[_Union[RunMetrics, _Mapping]] = ..., progress: _Optional[_Union[PhaseProgress, _Mapping]] = ...) -> None: ...
 
 class Run(_message.Message):
     __slots__ = ("id", "name", "status", "spec", "trainer_id", "created_at", "updated_at", "started_at", "finished_at", "error", "progress", "metrics", "run_dir", "experiment_id", "labels", "attempt", "placement")

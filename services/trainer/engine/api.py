@@ -23,9 +23,9 @@ from .blas import coretype_warning
 from .callbacks import TrainingCallback
 from .datasets import BatchPlan, load_dataset
 from .errors import CheckpointError, OutOfMemory
-from .evaluation import score_split
-from .hardware import backend_label
-from .memory import predict_for_model
+from .evaluation import loss_over, score_split
+from .hardware import backend_label, detect_hardware
+from .memory import BatchChoice, choose_batch, predict_for_model
 from .methods import apply_method, load_base, parameter_counts, write_json_atomic
 from .metrics import MetricsLog, RunResult, perplexity, read_metrics
 from .training import Loop, build_optimizer, evaluate_loss
@@ -43,6 +43,12 @@ RESUMABLE_CHANGES = {
     "report_to",
     "eval_samples",
 }
+# A resume may also split each optimizer step differently (micro-batch x accumulation, product kept): what
+# the out-of-memory recovery does. effective_batch_size and memory_budget_gb only steer that choice.
+BATCH_FIELDS = {"batch_size", "grad_accumulation", "effective_batch_size", "memory_budget_gb"}
+# Of the device's free memory, what batch_size auto plans to use when no memory_budget_gb is set: the model
+# is within ~15% (see memory.py), and the rest of the machine goes on allocating meanwhile.
+DEVICE_BUDGET_FRACTION = 0.85
 
 
 def trainable_bytes(model) -> int:
@@ -51,10 +57,35 @@ def trainable_bytes(model) -> int:
 
 def _check_resume_compatible(saved: dict, spec: RunSpec) -> None:
     current = spec.to_dict()
-    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+    fixed = RESUMABLE_CHANGES | BATCH_FIELDS
+    changed = sorted(k for k in current if k not in fixed and saved.get(k) != current[k])
+    saved_rows = saved.get("batch_size", 0) * saved.get("grad_accumulation", 0)
+    if saved_rows != spec.batch_size * spec.grad_accumulation:
+        changed += ["batch_size x grad_accumulation"]
+        current["batch_size x grad_accumulation"] = spec.batch_size * spec.grad_accumulation
+        saved = {**saved, "batch_size x grad_accumulation": saved_rows}
     if changed:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
         raise CheckpointError(f"cannot resume with a different spec ({detail})")
+
+
+def _rescale_position(progress: checkpoint.Progress, saved: dict, spec: RunSpec) -> None:
+    """The data position counts micro-batches; with a smaller micro-batch the same rows lie further in. Rows
+    are planned independently of the batch size when packing (the default), so the curve continues exactly;
+    unpacked length buckets are regrouped by the new size."""
+    old, new = saved["batch_size"], spec.batch_size
+    if old != new:
+        progress.batch_index = progress.batch_index * old // new
+
+
+def device_budget() -> tuple[int, str]:
+    """What this process may still use: free memory plus what MLX already holds (the loaded model)."""
+    free = detect_hardware().available_memory_bytes + mx.get_active_memory()
+    return int(free * DEVICE_BUDGET_FRACTION), "device free memory"
+
+
+def resolve_batch(spec: RunSpec, choice: BatchChoice) -> RunSpec:
+    return spec.replace(batch_size=choice.batch_size, grad_accumulation=choice.grad_accumulation)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -66,12 +97,18 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def train(
-    spec: RunSpec, run_dir: Path, *, resume: bool = False, callback: TrainingCallback | None = None
+    spec: RunSpec,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    callback: TrainingCallback | None = None,
+    initial_eval: bool = True,
 ) -> RunResult:
     """Train per `spec`, writing checkpoints, metrics.jsonl and the adapter under `run_dir`.
 
     resume=True continues from the newest checkpoint in run_dir (its spec must match `spec`, except
-    for RESUMABLE_CHANGES). Raises SpecError / DatasetError / ModelError / CheckpointError / OutOfMemory
+    for RESUMABLE_CHANGES and a different split of the same rows per step into micro-batches).
+    initial_eval=False skips the step-0 validation (the CLI's --no-baseline). Raises SpecError / DatasetError / ModelError / CheckpointError / OutOfMemory
     for bad input, TrainingDiverged when the loss becomes NaN.
     """
     wall_start = time.perf_counter()
@@ -94,7 +131,27 @@ def train(
     model = prepared.model
     trainable, total = parameter_counts(model)
     frozen_bytes = sum(v.nbytes for _, v in tree_flatten(model.parameters())) - trainable_bytes(model)
-    predicted = predict_for_model(spec, prepared.config, prepared.quantized, frozen_bytes)
+    dtype_bytes = prepared.compute_dtype.size
+    saved_spec = checkpoint.saved_spec(found) if resume else None
+    batch_auto = spec.auto_batch
+    choice: BatchChoice | None = None
+    if batch_auto and saved_spec is not None:
+        # A resumed auto run keeps the micro-batch it trained with (or that a recovery gave it).
+        spec = spec.replace(
+            batch_size=saved_spec["batch_size"], grad_accumulation=saved_spec["grad_accumulation"]
+        )
+    elif batch_auto:
+        if spec.memory_budget_gb:
+            budget, source = int(spec.memory_budget_gb * 1e9), "memory_budget_gb"
+        else:
+            budget, source = device_budget()
+        rows = BatchPlan(splits["train"], 1, spec.max_seq_length, spec.packing, spec.seed).batches_per_epoch()
+        choice = choose_batch(
+            spec, prepared.config, prepared.quantized, frozen_bytes, budget, source, rows, dtype_bytes
+        )
+        spec = resolve_batch(spec, choice)
+        log.info("%s", choice.describe())
+    predicted = predict_for_model(spec, prepared.config, prepared.quantized, frozen_bytes, dtype_bytes)
     if spec.memory_budget_gb and predicted.peak_bytes > spec.memory_budget_gb * 1e9:
         raise OutOfMemory(
             f"predicted peak memory {predicted.peak_bytes / 1e9:.2f} GB exceeds memory_budget_gb="
@@ -109,6 +166,7 @@ def train(
     if resume:
         progress, saved_spec = checkpoint.load(found, model, optimizer)
         _check_resume_compatible(saved_spec, spec)
+        _rescale_position(progress, saved_spec, spec)
         _truncate_metrics(metrics_path, progress.step)
         callback.on_log(f"resuming from {found.name} (step {progress.step})")
     elif metrics_path.exists():
@@ -130,10 +188,16 @@ def train(
             "memory_breakdown": predicted.to_dict(),
             "backend": backend,
             "resumed_from_step": progress.step,
+            "batch_size": spec.batch_size,
+            "grad_accumulation": spec.grad_accumulation,
+            "batch_auto": batch_auto,
+            "batch_choice": choice.to_dict() if choice else None,
             "train_samples": len(splits["train"].samples),
             "truncated_samples": {k: s.truncated for k, s in splits.items()},
         }
     )
+    if choice is not None:
+        callback.on_log(choice.describe())
     for name, split in splits.items():
         if split.truncated:
             callback.on_log(f"{split.truncated} {name} samples longer than max_seq_length were truncated")
@@ -141,7 +205,16 @@ def train(
     metrics = MetricsLog(metrics_path)
     try:
         loop = Loop(
-            spec, model, optimizer, splits["train"], splits["valid"], run_dir, progress, callback, metrics
+            spec,
+            model,
+            optimizer,
+            splits["train"],
+            splits["valid"],
+            run_dir,
+            progress,
+            callback,
+            metrics,
+            initial_eval=initial_eval,
         )
         outcome = loop.run()
         final_eval = loop.evaluate() if outcome.progress.step != 0 else None
@@ -150,9 +223,17 @@ def train(
 
     adapter_bytes = save_adapter(run_dir, model, spec, prepared)
     test_loss = test_task = None
+    test_samples = test_tokens = 0
     if "test" in splits and outcome.status != "cancelled":
+        # Capped like a validation pass (val_batches), so a large test split does not outlast training.
         test_plan = BatchPlan(splits["test"], spec.batch_size, spec.max_seq_length, spec.packing, spec.seed)
-        test_loss, _ = evaluate_loss(model, test_plan)
+        measured = loss_over(
+            model,
+            test_plan,
+            spec.val_batches,
+            lambda d, t: callback.on_progress("test_loss", d, t, "batches"),
+        )
+        test_loss, test_tokens, test_samples = measured.loss, measured.tokens, measured.samples
         test_task = score_split(
             model,
             prepared.tokenizer,
@@ -160,6 +241,7 @@ def train(
             Path(spec.data_path),
             spec.test_samples,
             spec.max_new_tokens,
+            progress=lambda d, t: callback.on_progress("test_scoring", d, t, "samples"),
         )
 
     p = outcome.progress
@@ -186,6 +268,11 @@ def train(
         adapter_bytes=adapter_bytes,
         run_dir=str(run_dir),
         backend=backend,
+        test_loss_samples=test_samples,
+        test_loss_tokens=test_tokens,
+        batch_size=spec.batch_size,
+        grad_accumulation=spec.grad_accumulation,
+        batch_auto=batch_auto,
     )
     write_json_atomic(run_dir / "result.json", result.to_dict())
     with open(metrics_path, "a") as fh:
@@ -236,8 +323,9 @@ def generate_stream(
             yield response.text
 
 
-def score_base_model(spec: RunSpec):
+def score_base_model(spec: RunSpec, callback: TrainingCallback | None = None):
     """The task score of the untouched base model on the test split: the 'before' of a fine-tuning run."""
+    callback = callback or TrainingCallback()
     prepared = load_base(spec)
     splits = load_dataset(Path(spec.data_path), prepared.tokenizer, spec.max_seq_length, spec.mask_prompt)
     if "test" not in splits:
@@ -249,4 +337,5 @@ def score_base_model(spec: RunSpec):
         Path(spec.data_path),
         spec.test_samples,
         spec.max_new_tokens,
+        progress=lambda d, t: callback.on_progress("baseline_scoring", d, t, "samples"),
     )

@@ -22,6 +22,10 @@ class TrainingCallback:
     def on_log(self, message: str) -> None:
         pass
 
+    def on_progress(self, phase: str, done: int, total: int, unit: str) -> None:
+        """During work outside the training steps ("valid", "test_loss", "test_scoring",
+        "baseline_scoring"): `done` of `total` units ("batches" or "samples") finished."""
+
     def on_end(self, result: RunResult) -> None:
         pass
 

@@ -84,6 +84,14 @@ def latest(run_dir: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
+def saved_spec(path: Path) -> dict:
+    """The spec a checkpoint was written with (its resolved batch size among it)."""
+    try:
+        return json.loads((path / "state.json").read_text())["spec"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable: {exc}") from None
+
+
 def load(path: Path, model: nn.Module, optimizer: optim.Optimizer) -> tuple[Progress, dict]:
     """Restore weights, optimizer state and RNG from `path`; returns the progress and the spec it was saved with."""
     try:

@@ -4,7 +4,11 @@ from the loss, and packed into fixed-length rows so padding does not waste compu
 Formats (detected per file from the first record; every record must then follow it):
   text        {"text": "..."}                                  loss on every token
   completion  {"prompt": "...", "completion": "..."}           loss on the completion
-  chat        {"messages": [{"role": ..., "content": ...}]}     loss on the last assistant turn
+  chat        {"messages": [{"role": ..., "content": ...}]}     loss on the assistant turns
+
+What carries the loss is the spec's `mask_prompt` (MASK_MODES): "assistant" (every assistant turn of a chat,
+the completion of a prompt/completion record), "last_assistant" (only the final answer, as mlx_lm does), or
+"none" (every token, prompts included).
 """
 
 from __future__ import annotations
@@ -19,14 +23,21 @@ import numpy as np
 from .errors import DatasetError
 
 SPLITS = ("train", "valid", "test")
+MASK_MODES = ("assistant", "last_assistant", "none")
 FORMATS = {"text": ("text",), "completion": ("prompt", "completion"), "chat": ("messages",)}
 
 
 @dataclass(frozen=True)
 class Sample:
     tokens: tuple[int, ...]
-    prompt_len: int  # tokens[:prompt_len] carry no loss
+    # [start, end) token ranges that carry the loss (a target token is learned iff it lies in one).
+    loss_spans: tuple[tuple[int, int], ...]
     truncated: bool
+
+    @property
+    def prompt_len(self) -> int:
+        """Tokens before the first learned one (the whole sample when nothing is learned)."""
+        return self.loss_spans[0][0] if self.loss_spans else len(self.tokens)
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,35 @@ def encode(record: dict[str, Any], fmt: str, tokenizer: Any) -> tuple[list[int],
     return tokens, len(prompt)
 
 
+def encode_with_spans(
+    record: dict[str, Any], fmt: str, tokenizer: Any, mask: str = "assistant"
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of a record and the [start, end) ranges of them that carry the loss under `mask`."""
+    tokens, prompt_len = encode(record, fmt, tokenizer)
+    if mask == "none" or fmt == "text":
+        return tokens, [(0, len(tokens))]
+    if mask == "last_assistant" or fmt == "completion":
+        return tokens, [(prompt_len, len(tokens))]
+    # Every assistant turn: each one's span runs from the end of the generation prompt that precedes it to
+    # the end of the conversation rendered through it. That needs a template whose rendering of a prefix of
+    # the conversation is a prefix of the whole (ChatML, Llama 3 and most others are).
+    messages = record["messages"]
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start = len(_template(tokenizer, messages[:i], generation_prompt=True)) if i else 0
+        through = _template(tokenizer, messages[: i + 1], generation_prompt=False)
+        if through != tokens[: len(through)]:
+            raise DatasetError(
+                "<record>",
+                "the chat template renders earlier turns differently once later ones follow, so earlier "
+                "assistant turns cannot be located; use mask_prompt=last_assistant",
+            )
+        spans.append((start, len(through)))
+    return tokens, spans
+
+
 def prompt_messages(record: dict[str, Any]) -> list[dict[str, str]]:
     """The conversation up to (not including) the answer: what a model is asked at test time."""
     if "messages" in record:
@@ -133,31 +173,47 @@ def reference_answer(record: dict[str, Any]) -> str:
     return record.get("completion", "")
 
 
-def load_split(path: Path, tokenizer: Any, max_seq_length: int, mask_prompt: bool = True) -> Split:
+def mask_mode(mask_prompt: str | bool) -> str:
+    """The spec's mask_prompt as one of MASK_MODES (a bool is the old spelling: True = assistant)."""
+    if isinstance(mask_prompt, bool):
+        return "assistant" if mask_prompt else "none"
+    return mask_prompt
+
+
+def load_split(
+    path: Path, tokenizer: Any, max_seq_length: int, mask_prompt: str | bool = "assistant"
+) -> Split:
+    mask = mask_mode(mask_prompt)
     numbered = read_jsonl(path)
     fmt = detect_format(numbered[0][1], path, numbered[0][0])
     samples, truncated = [], 0
     for line, record in numbered:
         check_record(record, fmt, path, line)
-        tokens, prompt_len = encode(record, fmt, tokenizer)
+        try:
+            tokens, spans = encode_with_spans(record, fmt, tokenizer, mask)
+        except DatasetError as exc:
+            raise DatasetError(path, exc.problem, line) from None
         # A row holds max_seq_length inputs plus the one-token shift for targets.
         limit = max_seq_length + 1
         cut = len(tokens) > limit
         if cut:
             truncated += 1
             tokens = tokens[:limit]
-        if mask_prompt and prompt_len >= len(tokens) - 1:
+            spans = [(a, min(b, limit)) for a, b in spans if a < limit]
+        # Token 0 is never a target, so a span must reach past it to teach anything.
+        if not any(b > max(a, 1) for a, b in spans):
             raise DatasetError(
                 path,
-                f"the prompt alone is {prompt_len} tokens, leaving nothing to learn within max_seq_length={max_seq_length}",
+                f"the prompt alone is {spans[0][0] if spans else len(tokens)} tokens, leaving nothing to learn "
+                f"within max_seq_length={max_seq_length}",
                 line,
             )
-        samples.append(Sample(tuple(tokens), prompt_len if mask_prompt else 0, cut))
+        samples.append(Sample(tuple(tokens), tuple(spans), cut))
     return Split(path, fmt, samples, [r for _, r in numbered], truncated)
 
 
 def load_dataset(
-    data_dir: Path, tokenizer: Any, max_seq_length: int, mask_prompt: bool = True
+    data_dir: Path, tokenizer: Any, max_seq_length: int, mask_prompt: str | bool = "assistant"
 ) -> dict[str, Split]:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -222,7 +278,8 @@ def _row_arrays(samples: list[Sample], members: list[int], length: int) -> tuple
         sample = samples[i]
         n = len(sample.tokens)
         tokens[pos : pos + n] = sample.tokens
-        learn[pos + sample.prompt_len : pos + n] = 1.0
+        for start, end in sample.loss_spans:
+            learn[pos + start : pos + end] = 1.0
         seg[pos : pos + n] = k
         pos += n
     inputs, targets = tokens[:-1], tokens[1:]

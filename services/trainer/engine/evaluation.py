@@ -1,4 +1,6 @@
-"""Task metrics: generate answers for test prompts (greedy, batched) and score them with the dataset's scorer.
+"""Test-split measurements at the end of a run: the loss over (a capped number of) batches, and task metrics
+from greedy batched generations scored with the dataset's scorer. Both report progress as they go, so a
+watcher sees the run working, not a silence of minutes.
 
 A dataset dir may hold `dataset.json` naming its task; the default dataset's task is "extraction" (JSON
 exact match plus per-field accuracy). Other chat/completion data gets whitespace-normalized exact match.
@@ -9,14 +11,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.generate import batch_generate
 
-from .datasets import Split, prompt_messages, reference_answer
+from .datasets import BatchPlan, Split, prompt_messages, reference_answer
 from .metrics import TaskScore
+
+Progress = Callable[[int, int], None]  # (done, total)
 
 GENERATION_BATCH = 16
 
@@ -53,8 +59,49 @@ def scorer(task: str) -> Callable[[list[str], list[str]], dict[str, Any]]:
     return _exact_match
 
 
+@dataclass(frozen=True)
+class LossOver:
+    loss: float  # token-weighted mean
+    tokens: int  # loss-carrying tokens
+    samples: int  # samples whose tokens were in the batches
+
+
+def loss_over(
+    model: nn.Module, plan: BatchPlan, max_batches: int, progress: Progress | None = None
+) -> LossOver:
+    """Token-weighted mean loss over the first max_batches (-1 = all) batches of a split, in order."""
+    from .methods import loss_fn
+    from .training import to_device
+
+    was_training = model.training
+    model.eval()
+    total_batches = plan.batches_per_epoch(shuffle=False)
+    if max_batches > 0:
+        total_batches = min(total_batches, max_batches)
+    total, ntoks, samples = mx.array(0.0), mx.array(0.0), 0
+    for done, batch in enumerate(plan.epoch_batches(shuffle=False, limit=total_batches), start=1):
+        loss, n = loss_fn(model, *to_device(batch))
+        total, ntoks = total + loss * n, ntoks + n
+        mx.eval(total, ntoks)
+        samples += (
+            sum(len(set(row[row > 0].tolist())) for row in batch.segments)
+            if batch.segments is not None
+            else len(batch.inputs)
+        )
+        if progress:
+            progress(done, total_batches)
+    if was_training:
+        model.train()
+    n = int(ntoks.item())
+    return LossOver(total.item() / n if n else float("nan"), n, samples)
+
+
 def generate_answers(
-    model: nn.Module, tokenizer: Any, records: list[dict], max_tokens: int
+    model: nn.Module,
+    tokenizer: Any,
+    records: list[dict],
+    max_tokens: int,
+    progress: Progress | None = None,
 ) -> tuple[list[str], float]:
     """Greedy answers for each record's prompt; returns (texts, generated tokens per second)."""
     was_training = model.training
@@ -73,19 +120,29 @@ def generate_answers(
         seconds += time.perf_counter() - tic
         texts.extend(response.texts)
         tokens += response.stats.generation_tokens
+        if progress:
+            progress(len(texts), len(prompts))
     if was_training:
         model.train()
     return texts, (tokens / seconds if seconds else 0.0)
 
 
 def score_split(
-    model: nn.Module, tokenizer: Any, split: Split, data_dir: Path, samples: int, max_tokens: int
+    model: nn.Module,
+    tokenizer: Any,
+    split: Split,
+    data_dir: Path,
+    samples: int,
+    max_tokens: int,
+    progress: Progress | None = None,
 ) -> TaskScore | None:
     if split.format == "text" or samples <= 0:
         return None
     records = split.records[:samples]
     task = task_name(data_dir)
-    texts, tps = generate_answers(model, tokenizer, records, max_tokens)
+    if progress:
+        progress(0, len(records))
+    texts, tps = generate_answers(model, tokenizer, records, max_tokens, progress)
     result = scorer(task)(texts, [reference_answer(r) for r in records])
     return TaskScore(
         task=task,

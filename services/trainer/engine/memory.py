@@ -213,17 +213,22 @@ def fit_batch_size(
     return BatchFit(batch, accumulation, predict_peak_memory(shape, method, batch, seq_len, **kwargs), fits)
 
 
-def predict_for_model(
-    spec: RunSpec, config: dict, quantized: bool, weights_bytes: int | None = None
-) -> MemoryEstimate:
-    """The prediction for a concrete spec. The engine calls it before the first step with the loaded model's
-    exact frozen-weight size; everything else comes from the formula."""
-    dtype_bytes = 2 if spec.dtype in ("bfloat16", "float16") else 4
-    return predict_peak_memory(
-        ModelShape.from_config(config),
-        "qlora" if quantized and spec.method != "full" else spec.method,
-        spec.batch_size,
-        spec.max_seq_length,
+def spec_dtype_bytes(spec: RunSpec, gpu: bool) -> int:
+    """Bytes per element of the compute dtype: dtype auto is bf16 on a GPU (Metal, CUDA), float32 on the CPU."""
+    if spec.dtype == "auto":
+        return 2 if gpu else 4
+    return 2 if spec.dtype in ("bfloat16", "float16") else 4
+
+
+def _model_kwargs(
+    spec: RunSpec, config: dict, quantized: bool, weights_bytes: int | None, dtype_bytes: int | None = None
+) -> dict:
+    if dtype_bytes is None:
+        dtype_bytes = spec_dtype_bytes(spec, gpu=False)
+    return dict(
+        shape=ModelShape.from_config(config),
+        method="qlora" if quantized and spec.method != "full" else spec.method,
+        seq_len=spec.max_seq_length,
         grad_checkpoint=spec.grad_checkpoint,
         rank=spec.rank,
         num_layers=spec.num_layers,
@@ -233,3 +238,72 @@ def predict_for_model(
         dtype_bytes=dtype_bytes,
         weights_bytes=weights_bytes,
     )
+
+
+def predict_for_model(
+    spec: RunSpec,
+    config: dict,
+    quantized: bool,
+    weights_bytes: int | None = None,
+    dtype_bytes: int | None = None,
+) -> MemoryEstimate:
+    """The prediction for a concrete spec. The engine calls it before the first step with the loaded model's
+    exact frozen-weight size and compute dtype (dtype_bytes; None = what spec.dtype means on a CPU)."""
+    kwargs = _model_kwargs(spec, config, quantized, weights_bytes, dtype_bytes)
+    shape, method, seq_len = kwargs.pop("shape"), kwargs.pop("method"), kwargs.pop("seq_len")
+    return predict_peak_memory(shape, method, spec.batch_size, seq_len, **kwargs)
+
+
+@dataclass(frozen=True)
+class BatchChoice:
+    """What `batch_size: auto` picked, and why (recorded in the run's start event and result)."""
+
+    batch_size: int
+    grad_accumulation: int
+    budget_bytes: int
+    budget_source: str  # "memory_budget_gb" | "device free memory"
+    largest_fitting: int  # the largest micro-batch under the budget (before the effective-batch rounding)
+    estimate: MemoryEstimate
+    fits: bool
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        e = self.batch_size * self.grad_accumulation
+        fit = "" if self.fits else "; even micro-batch 1 is predicted over the budget"
+        return (
+            f"batch_size auto: micro-batch {self.batch_size} x accumulation {self.grad_accumulation} "
+            f"(effective {e}); predicted peak {self.estimate.peak_bytes / 1e9:.2f} GB of "
+            f"{self.budget_bytes / 1e9:.2f} GB ({self.budget_source}); largest fitting micro-batch "
+            f"{self.largest_fitting}{fit}"
+        )
+
+
+def choose_batch(
+    spec: RunSpec,
+    config: dict,
+    quantized: bool,
+    weights_bytes: int | None,
+    budget_bytes: int,
+    budget_source: str,
+    max_rows: int = 1024,
+    dtype_bytes: int | None = None,
+) -> BatchChoice:
+    """The micro-batch for `batch_size: auto`: the largest whose predicted peak fits the budget, no larger
+    than the split's rows per epoch (a bigger one only repeats rows). With an effective_batch_size it is
+    rounded down to a divisor of it, so micro-batch x accumulation is exactly the effective batch (and a
+    halving after an out-of-memory keeps it exact too)."""
+    kwargs = _model_kwargs(spec, config, quantized, weights_bytes, dtype_bytes)
+    shape, method, seq_len = kwargs.pop("shape"), kwargs.pop("method"), kwargs.pop("seq_len")
+    target = spec.effective_batch_size
+    cap = max(1, min(max_rows, 1024, target or 1024))
+    fit = fit_batch_size(shape, method, seq_len, budget_bytes, max_batch=cap, **kwargs)
+    largest = fit.batch_size
+    if target:
+        batch = max(d for d in range(1, largest + 1) if target % d == 0)
+        accumulation = target // batch
+    else:
+        batch, accumulation = largest, spec.grad_accumulation
+    estimate = predict_peak_memory(shape, method, batch, seq_len, **kwargs)
+    return BatchChoice(batch, accumulation, int(budget_bytes), budget_source, largest, estimate, fit.fits)

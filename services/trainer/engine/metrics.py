@@ -77,6 +77,11 @@ class RunResult:
     adapter_bytes: int  # size on disk of the saved adapter (or full weights)
     run_dir: str
     backend: str  # e.g. "cpu (OpenBLAS)", "gpu (Metal)"
+    test_loss_samples: int = 0  # test samples test_loss covers (capped by val_batches)
+    test_loss_tokens: int = 0
+    batch_size: int = 0  # the micro-batch trained with (after batch_size auto / out-of-memory halving)
+    grad_accumulation: int = 0
+    batch_auto: bool = False
 
     kind: str = "result"
 

@@ -117,8 +117,10 @@ class Loop:
         progress: checkpoint.Progress,
         callback: TrainingCallback,
         metrics: MetricsLog,
+        initial_eval: bool = True,
     ):
         self.spec = spec
+        self.initial_eval = initial_eval
         self.model = model
         self.optimizer = optimizer
         self.run_dir = run_dir
@@ -218,7 +220,7 @@ class Loop:
         self.model.train()
         status, last_loss, peak_rss, saved_at = "succeeded", float("nan"), 0, -1
         started = time.perf_counter() - p.train_seconds
-        if p.step == 0 and spec.eval_every:
+        if p.step == 0 and spec.eval_every and self.initial_eval:
             self.evaluate()  # the starting point of the valid-loss curve
         while p.step < spec.iters:
             if self.callback.should_stop():

@@ -42,6 +42,9 @@ class TrackedCallback(TrainingCallback):
         self.inner.on_log(message)
         self.trackers.write("log", {"message": message})
 
+    def on_progress(self, phase: str, done: int, total: int, unit: str) -> None:
+        self.inner.on_progress(phase, done, total, unit)  # a watcher's concern, not a tracker's
+
     def on_end(self, result: Any) -> None:
         self.inner.on_end(result)
         self.trackers.write("result", event_record(result))

@@ -19,17 +19,24 @@ def train_tracked(
     *,
     resume: bool = False,
     callback: TrainingCallback | None = None,
+    initial_eval: bool = True,
 ) -> Any:
     """`engine.api.train`, with every event also written to spec.report_to's trackers."""
     from services.trainer.engine.api import train
 
     callback = callback or TrainingCallback()
     if not spec.report_to:
-        return train(spec, run_dir, resume=resume, callback=callback)
+        return train(spec, run_dir, resume=resume, callback=callback, initial_eval=initial_eval)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     trackers = open_trackers(spec.report_to, context)
     try:
-        result = train(spec, run_dir, resume=resume, callback=TrackedCallback(callback, trackers))
+        result = train(
+            spec,
+            run_dir,
+            resume=resume,
+            callback=TrackedCallback(callback, trackers),
+            initial_eval=initial_eval,
+        )
     except BaseException:
         trackers.close("failed")
         raise
