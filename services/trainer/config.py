@@ -32,6 +32,18 @@ class TrainerConfig(RedisConfig):
     shutdown_grace: float = env_field(30.0, "Seconds running work gets to checkpoint on SIGTERM.")
     generate_slots: int = env_field(2, "Generate/Evaluate calls served at once (each in its own process).")
     max_workers: int = env_field(32, "gRPC worker threads (each open WatchRun stream holds one).")
+    run_memory_limit_mb: int = env_field(
+        0,
+        "Address-space cap (RLIMIT_AS) on each run's process, MiB; 0 = none.",
+        "PEFTLAB_TRAINER_RUN_MEMORY_LIMIT_MB",
+    )
+    memory_retries: int = env_field(
+        3, "Times a run that ran out of memory resumes with half the micro-batch before it fails."
+    )
+    crash_retries: int = env_field(3, "Times a killed or crashed run process resumes before the run fails.")
+    recovery_backoff: float = env_field(
+        1.0, "Seconds before the first automatic resume of a dead run process; doubled each time."
+    )
     log_level: str = env_field("INFO", "Log level.")
     log_format: str = env_field("text", "text (key=value) or json.")
 

@@ -63,8 +63,15 @@ def _error_record(exc: BaseException) -> dict[str, str]:
         return {"code": error.code, "field": error.field, "message": error.message}
     if isinstance(exc, ServiceError):
         return {"code": exc.code, "field": exc.field, "message": exc.message}
-    if isinstance(exc, MemoryError):
-        return {"code": "RESOURCE_EXHAUSTED", "field": "", "message": "out of memory"}
+    from services.trainer.recovery import ALLOCATION_FAILURE
+
+    if isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and ALLOCATION_FAILURE.search(str(exc))
+    ):
+        # `cause` tells the trainer this is worth a retry with a smaller micro-batch (recovery.py).
+        first = (str(exc).splitlines() or [""])[0][:200]
+        message = f"out of memory ({first})" if first else "out of memory"
+        return {"code": "RESOURCE_EXHAUSTED", "field": "", "message": message, "cause": "memory"}
     log.error("run process failed", exc_info=exc)
     # Not an error we raise on purpose: keep the type and first line for the record, the rest is in the log.
     first = (str(exc).splitlines() or [""])[0][:300]
@@ -148,9 +155,21 @@ class RunChild:
     events_maxlen: int
     log_level: str = "INFO"
     log_format: str = "text"
+    memory_limit_bytes: int = 0  # address-space cap (RLIMIT_AS) on the run's process; 0 = none
+
+
+def _cap_memory(limit: int) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def _run_main(child: RunChild, stop: Any, conn: Connection) -> None:
+    if child.memory_limit_bytes:
+        _cap_memory(child.memory_limit_bytes)
     setup_logging("trainer-run", child.log_level, child.log_format)
     bind_run_id(child.run_id)
     _exit_with_parent()
@@ -238,6 +257,7 @@ class RunJob:
     started: float = field(default_factory=time.monotonic)
     cancel_requested: bool = False
     shutting_down: bool = False
+    oom_kills_at_start: int | None = None  # the cgroup's OOM-kill counter when the child started
 
     @property
     def run_id(self) -> str:
@@ -252,23 +272,40 @@ class RunProcesses:
         self.slots = slots
         self.on_exit = on_exit
         self._jobs: dict[str, RunJob] = {}
+        # Slots kept for runs about to be resumed here (recovery after their child died).
+        self._held: set[str] = set()
         self._lock = threading.Lock()
 
     def free(self) -> int:
         with self._lock:
-            return self.slots - len(self._jobs)
+            return self.slots - len(self._jobs) - len(self._held - set(self._jobs))
 
     def running(self) -> list[str]:
         with self._lock:
-            return sorted(self._jobs)
+            return sorted(set(self._jobs) | self._held)
+
+    def hold(self, run_id: str) -> bool:
+        """Keep a slot for `run_id` until it starts again (or release_hold); False when none is free."""
+        with self._lock:
+            if run_id not in self._held and len(self._jobs) + len(self._held) >= self.slots:
+                return False
+            self._held.add(run_id)
+            return True
+
+    def release_hold(self, run_id: str) -> None:
+        with self._lock:
+            self._held.discard(run_id)
 
     def get(self, run_id: str) -> RunJob | None:
         with self._lock:
             return self._jobs.get(run_id)
 
     def start(self, child: RunChild) -> RunJob:
+        from services.trainer.recovery import oom_kills
+
         with self._lock:
-            if len(self._jobs) >= self.slots:
+            self._held.discard(child.run_id)  # a held slot is this run's to take
+            if len(self._jobs) + len(self._held) >= self.slots:
                 busy = ", ".join(sorted(self._jobs))
                 raise ResourceExhausted(f"all {self.slots} slot(s) of this trainer are busy (runs: {busy})")
             parent_conn, child_conn = _SPAWN.Pipe(duplex=False)
@@ -278,7 +315,9 @@ class RunProcesses:
             )
             process.start()
             child_conn.close()
-            job = RunJob(child=child, process=process, conn=parent_conn, stop=stop)
+            job = RunJob(
+                child=child, process=process, conn=parent_conn, stop=stop, oom_kills_at_start=oom_kills()
+            )
             self._jobs[child.run_id] = job
         threading.Thread(target=self._watch, args=(job,), name=f"watch-{child.run_id}", daemon=True).start()
         log.info(

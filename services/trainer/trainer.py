@@ -37,6 +37,7 @@ from services.common.validation import (
 )
 from services.trainer.config import TrainerConfig
 from services.trainer.jobs import Outcome, RunChild, RunJob, RunProcesses, stream_from_child
+from services.trainer.recovery import Attempts, Death, Decision, decide, oom_kills
 from services.trainer.registry import Identity, Registration
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Trainer:
         # Serializes admission (slot check + Redis claim + spawn) so two StartRuns never share a slot.
         self._admit = threading.Lock()
         self._closing = False
+        self._attempts: dict[str, Attempts] = {}  # automatic resumes so far, per run (recovery.py)
         record = TrainerRecord(
             id=identity.trainer_id,
             address=identity.address,
@@ -281,7 +283,14 @@ class Trainer:
         except ServiceError:
             log.warning("could not record the failure", extra={"run_id": run_id})
 
-    def _launch(self, run_id: str, checked: CheckedSpec, from_status: str, resume: bool) -> RunRecord:
+    def _launch(
+        self,
+        run_id: str,
+        checked: CheckedSpec,
+        from_status: str,
+        resume: bool,
+        overrides: dict[str, Any] | None = None,
+    ) -> RunRecord:
         record = self.store.get_run(run_id)
         run_dir = self.roots.runs / run_id
         if resume and not _has_checkpoint(run_dir):
@@ -304,7 +313,7 @@ class Trainer:
         child = RunChild(
             run_id=run_id,
             attempt=attempt,
-            spec=checked.resolved,
+            spec={**checked.resolved, **(overrides or {})},
             run_dir=str(run_dir),
             resume=resume,
             redis_url=self.config.redis_url,
@@ -312,6 +321,7 @@ class Trainer:
             events_maxlen=self.config.events_maxlen,
             log_level=self.config.log_level,
             log_format=self.config.log_format,
+            memory_limit_bytes=self.config.run_memory_limit_mb * 2**20,
         )
         try:
             self.processes.start(child)
@@ -377,7 +387,10 @@ class Trainer:
                         **common,
                     )
                 else:
-                    error = error or outcome.crash_error()
+                    decision = self._recovery(job, outcome)
+                    if decision.resume and self._resume_later(job, decision):
+                        return
+                    error = _failure(error or outcome.crash_error(), decision)
                     self.store.transition(
                         run_id,
                         "FAILED",
@@ -386,12 +399,90 @@ class Trainer:
                         reason="run process failed",
                         **common,
                     )
+                self._attempts.pop(run_id, None)
                 log.info("run ended", extra={"exitcode": outcome.exitcode})
             except TransitionRefused as exc:
                 self.store.release_slot(self.id, run_id)
                 log.warning(
                     "run outcome not recorded: status changed meanwhile", extra={"current": exc.current}
                 )
+
+    # ---- automatic resume of a dead run process (recovery.py decides) ----
+
+    def _recovery(self, job: RunJob, outcome: Outcome) -> Decision:
+        now, before = oom_kills(), job.oom_kills_at_start
+        death = Death(
+            outcome.exitcode,
+            outcome.error,
+            memory_capped=bool(job.child.memory_limit_bytes),
+            oom_killed=now is not None and before is not None and now > before,
+        )
+        spec = job.child.spec
+        batch, accumulation = int(spec.get("batch_size", 0)), int(spec.get("grad_accumulation", 1))
+        if not batch:  # batch_size auto: what the engine chose is in the run dir's spec.json
+            batch, accumulation = _trained_batch(Path(job.child.run_dir), accumulation)
+        return decide(
+            death,
+            batch,
+            accumulation,
+            self._attempts.get(job.run_id, Attempts()),
+            self.config.memory_retries,
+            self.config.crash_retries,
+            self.config.recovery_backoff,
+        )
+
+    def _resume_later(self, job: RunJob, decision: Decision) -> bool:
+        """Keep the run's slot, mark it RESUMING with the reason (the event the UI and CLI show), and start it
+        again from its newest checkpoint after the decision's delay."""
+        run_id = job.run_id
+        if self._closing or not self.processes.hold(run_id):
+            return False
+        try:
+            self.store.transition(
+                run_id,
+                "RESUMING",
+                only_from=["RUNNING"],
+                expect_trainer=self.id,
+                set_fields={
+                    "trainer_resumes": decision.attempts.memory + decision.attempts.crashes,
+                    "micro_batch": f"{decision.batch_size}x{decision.grad_accumulation}",
+                },
+                reason=decision.reason,
+            )
+        except BaseException:
+            self.processes.release_hold(run_id)
+            raise
+        self._attempts[run_id] = decision.attempts
+        log.warning("resuming a dead run process", extra={"reason": decision.reason})
+        overrides = {"batch_size": decision.batch_size, "grad_accumulation": decision.grad_accumulation}
+        timer = threading.Timer(decision.delay_seconds, self._relaunch, args=(run_id, overrides))
+        timer.daemon = True
+        timer.start()
+        return True
+
+    def _relaunch(self, run_id: str, overrides: dict[str, Any]) -> None:
+        with run_context(run_id), self._admit:
+            try:
+                record = self.store.get_run(run_id)
+                if record.status != "RESUMING" or record.trainer != self.id:
+                    return  # cancelled (or taken elsewhere) while it waited
+                if self._closing:
+                    self.store.transition(
+                        run_id,
+                        "LOST",
+                        only_from=["RESUMING"],
+                        expect_trainer=self.id,
+                        release=True,
+                        set_fields={"previous_trainer": self.id},
+                        reason=f"trainer {self.id} shut down before the run resumed",
+                    )
+                    return
+                checked = self._recheck(record, from_status="RESUMING")
+                self._launch(run_id, checked, "RESUMING", resume=True, overrides=overrides)
+            except Exception:
+                log.exception("automatic resume failed")
+            finally:
+                self.processes.release_hold(run_id)
 
     def cancel_run(self, run_id: str, reason: str = "") -> RunRecord:
         check_id(run_id, "run_id")
@@ -500,6 +591,25 @@ class _Slot:
 
     def __exit__(self, *exc: object) -> None:
         self.semaphore.release()
+
+
+def _failure(error: dict[str, str], decision: Decision) -> dict[str, str]:
+    """The FAILED error of a run the recovery gave up on: its reason, which says what was tried."""
+    if decision.memory:
+        return {"code": "RESOURCE_EXHAUSTED", "field": "spec.batch_size", "message": decision.reason}
+    if decision.attempts.crashes or "killed" in decision.reason:
+        return {**error, "message": decision.reason}
+    return error
+
+
+def _trained_batch(run_dir: Path, accumulation: int) -> tuple[int, int]:
+    import json
+
+    try:
+        saved = json.loads((run_dir / "spec.json").read_text())
+        return int(saved["batch_size"]), int(saved["grad_accumulation"])
+    except (OSError, ValueError, KeyError):
+        return 0, accumulation  # died before the engine chose: nothing to halve
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
