@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from peftlab.v1 import common_pb2, comparator_pb2, optimizer_pb2
 from scipy import stats
 
+from services.common.codec import spec_to_dict
+from services.common.experiment_rules import MAX_SEEDS
 from ui import formatting
 
 METHODS = ("lora", "dora", "qlora", "full")
@@ -157,8 +159,8 @@ def check_comparison(form: ComparisonForm) -> list[str]:
     problems = []
     if not form.methods:
         problems.append("Pick at least one method to compare.")
-    if not 1 <= form.seeds <= 32:
-        problems.append("Seeds must be between 1 and 32.")
+    if not 1 <= form.seeds <= MAX_SEEDS:
+        problems.append(f"Seeds must be between 1 and {MAX_SEEDS}.")
     if form.iters < 1:
         problems.append("Steps must be at least 1.")
     if not 1 <= form.rank <= 1024:
@@ -339,13 +341,7 @@ def best_trial(experiment: comparator_pb2.Experiment) -> optimizer_pb2.Trial | N
 
 def trial_spec(experiment: comparator_pb2.Experiment, trial: optimizer_pb2.Trial) -> dict:
     """The study's base spec with the trial's parameters applied: what "train it" submits."""
-    spec = {
-        fd.name: getattr(experiment.study.base, fd.name)
-        for fd in common_pb2.RunSpec.DESCRIPTOR.fields
-        if fd.name != "target_modules" and experiment.study.base.HasField(fd.name)
-    }
-    if experiment.study.base.target_modules:
-        spec["target_modules"] = list(experiment.study.base.target_modules)
+    spec = spec_to_dict(experiment.study.base)
     for key, value in trial.params.items():
         if key in RUN_SPEC_FIELDS:
             spec[key] = param_value(value)

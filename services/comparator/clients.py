@@ -14,7 +14,7 @@ from services.common.errors import ServiceError, Unavailable, error_for_code
 from services.common.interceptors import FIELD_KEY, outgoing_metadata
 
 from . import codec
-from .experiments import Objective
+from .requests import Objective
 from .state import TrialRecord
 
 _TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)

@@ -12,15 +12,10 @@ from peftlab.v1 import optimizer_pb2
 from services.common.codec import fill, spec_from_dict, spec_to_dict
 from services.common.errors import InvalidArgument
 
-from .experiments import (
-    Arm,
-    ComparisonRequest,
-    ExperimentView,
-    Objective,
-    ReportFiles,
-    StudyRequest,
-)
+from .experiments import ExperimentView
 from .pruning import PruningRule
+from .reporting import ReportFiles
+from .requests import Arm, ComparisonRequest, Objective, StudyRequest
 from .state import ExperimentEvent, TrialRecord
 
 KIND_TO_PROTO = {"comparison": pb.EXPERIMENT_KIND_COMPARISON, "study": pb.EXPERIMENT_KIND_STUDY}

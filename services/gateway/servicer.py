@@ -13,6 +13,7 @@ from peftlab.v1 import gateway_pb2, gateway_pb2_grpc, optimizer_pb2, trainer_pb2
 from services.common import codec
 from services.common.config import peftlab_version
 from services.common.errors import InvalidArgument
+from services.common.experiment_rules import check_arm_names, check_seeds
 from services.common.interceptors import downstream_timeout, outgoing_metadata
 from services.common.run_rpcs import list_runs, watch_run
 from services.common.validation import check_evaluation, check_generation, check_id, check_range
@@ -213,14 +214,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return getattr(self._comparator(), method)(request, timeout=timeout, metadata=outgoing_metadata())
 
     def StartComparison(self, request, context):
-        check_range(len(request.arms), 1, 32, "arms")
-        names = [arm.name for arm in request.arms]
-        for i, name in enumerate(names):
-            if not 1 <= len(name) <= 64:
-                raise InvalidArgument(f"must be 1-64 characters, got {len(name)}", f"arms[{i}].name")
-        if len(set(names)) != len(names):
-            raise InvalidArgument("arm names must be unique", "arms")
-        check_range(len(request.seeds), 0, 32, "seeds")
+        check_arm_names([arm.name for arm in request.arms])
+        check_seeds(request.seeds)
         self.gateway.check_experiment_base(
             codec.spec_to_dict(request.base), [codec.spec_to_dict(arm.overrides) for arm in request.arms]
         )
