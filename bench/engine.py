@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.engine_peers import summarize_steps
+from services.common.files import write_atomic
 from services.common.paths import DEFAULT_QUANTIZED_MODEL_NAME, default_data, default_model
 from services.common.spec import DEFAULT_TARGET_MODULES
 from services.trainer.engine.blas import optimized_blas_path, preload_env
@@ -601,9 +602,7 @@ def save(label: str, run: dict) -> dict:
     path = RESULTS / "engine.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     results.setdefault("runs", {})[label] = run
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(results, indent=1))
     rewrite_markdown(results)
     return results
 
@@ -612,9 +611,7 @@ def rewrite_markdown(results: dict) -> None:
     md = RESULTS / "engine.md"
     # A hand-written analysis below NOTES_MARKER survives re-runs; the tables above it are regenerated.
     notes = md.read_text().partition(NOTES_MARKER)[2] if md.exists() else ""
-    md_tmp = md.with_suffix(".md.tmp")
-    md_tmp.write_text(render(results) + (f"\n{NOTES_MARKER}{notes}" if notes else ""))
-    md_tmp.replace(md)
+    write_atomic(md, render(results) + (f"\n{NOTES_MARKER}{notes}" if notes else ""))
 
 
 # ---- main --------------------------------------------------------------------------------------------------

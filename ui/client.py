@@ -17,9 +17,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from peftlab.v1 import comparator_pb2, gateway_pb2, gateway_pb2_grpc, optimizer_pb2, trainer_pb2
 from peftlab.v1.common_pb2 import Run, RunEvent, RunSpec
 
+from services.common.metadata import FIELD_KEY, REQUEST_ID_KEY
+
 DEFAULT_GATEWAY = "127.0.0.1:50051"
-FIELD_KEY = "peftlab-field"  # trailer naming the request field at fault (services/common/interceptors.py)
-REQUEST_ID_KEY = "x-request-id"
 READ_TIMEOUT_S = 10.0
 WRITE_TIMEOUT_S = 30.0
 EVALUATE_TIMEOUT_S = 900.0

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import time
 
-from peftlab.v1 import common_pb2, comparator_pb2, optimizer_pb2
+from peftlab.v1 import common_pb2
+
+from services.common.status_names import experiment_status_name, run_status_name, trial_status_name
 
 GB = 10**9
 ACTIVE_RUN = {
@@ -30,17 +32,9 @@ _RUN_COLORS = {
 }
 
 
-def run_status(value: int) -> str:
-    return common_pb2.RunStatus.Name(value).removeprefix("RUN_STATUS_")
-
-
-def experiment_status(value: int) -> str:
-    return comparator_pb2.ExperimentStatus.Name(value).removeprefix("EXPERIMENT_STATUS_")
-
-
-def trial_status(value: int) -> str:
-    name = optimizer_pb2.TrialStatus.Name(value).removeprefix("TRIAL_STATUS_")
-    return "COMPLETE" if name == "UNSPECIFIED" else name
+run_status = run_status_name
+experiment_status = experiment_status_name
+trial_status = trial_status_name
 
 
 def badge(status: str) -> str:

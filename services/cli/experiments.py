@@ -56,18 +56,19 @@ def _placement(args: argparse.Namespace):
 
 
 def _status(value: int) -> str:
-    from peftlab.v1 import comparator_pb2
+    from services.common.status_names import experiment_status_name
 
-    return comparator_pb2.ExperimentStatus.Name(value).removeprefix("EXPERIMENT_STATUS_")
+    return experiment_status_name(value)
 
 
 def follow(client, experiment_id: str) -> str:
     """Print the experiment's events until it ends (reconnecting from the last event if the gateway goes
     away); its final status."""
     import grpc
-    from peftlab.v1 import comparator_pb2, optimizer_pb2
+    from peftlab.v1 import comparator_pb2
 
     from services.cli.main import RECONNECT_SECONDS, _console
+    from services.common.status_names import trial_status_name
 
     console = _console()
     after, status, lost_since = "", "RUNNING", 0.0
@@ -89,7 +90,7 @@ def follow(client, experiment_id: str) -> str:
                     console.print(f"{clock} run {event.run_finished} ended")
                 elif kind == "trial":
                     trial = event.trial
-                    state = optimizer_pb2.TrialStatus.Name(trial.status).removeprefix("TRIAL_STATUS_")
+                    state = trial_status_name(trial.status)
                     params = ", ".join(f"{k}={_value(v)}" for k, v in sorted(trial.params.items()))
                     values = ", ".join(f"{k}={v:.4g}" for k, v in trial.values.items())
                     console.print(

@@ -52,9 +52,9 @@ def _console(stderr: bool = False):
 
 
 def _status_name(value: int) -> str:
-    from peftlab.v1 import common_pb2
+    from services.common.status_names import run_status_name
 
-    return common_pb2.RunStatus.Name(value).removeprefix("RUN_STATUS_")
+    return run_status_name(value)
 
 
 def _age(ts) -> str:
@@ -251,15 +251,16 @@ def cmd_watch(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_list(client: Client, args: argparse.Namespace) -> int:
-    from peftlab.v1 import common_pb2, trainer_pb2
+    from peftlab.v1 import trainer_pb2
     from rich.table import Column, Table
+
+    from services.common.status_names import RUN_STATUSES
 
     statuses = []
     for name in args.status or []:
-        key = f"RUN_STATUS_{name.upper()}"
-        if key not in common_pb2.RunStatus.keys():
+        if name.upper() not in RUN_STATUSES:
             raise SystemExit(f"error: unknown status {name!r}")
-        statuses.append(common_pb2.RunStatus.Value(key))
+        statuses.append(RUN_STATUSES[name.upper()])
     reply = client.call("ListRuns", trainer_pb2.ListRunsRequest(page_size=args.limit, statuses=statuses))
     # Ids are what people copy into the next command: never wrapped or cut; other columns give way.
     id_width = max([len(r.id) for r in reply.runs] + [2])

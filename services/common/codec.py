@@ -14,14 +14,7 @@ from google.protobuf.message import Message
 from peftlab.v1 import common_pb2
 
 from services.common.records import RunEvent, RunRecord, TrainerRecord
-
-STATUS_TO_PROTO = {k.removeprefix("RUN_STATUS_"): v for k, v in common_pb2.RunStatus.items() if v}
-STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
-
-
-def status_name(value: int) -> str:
-    return STATUS_FROM_PROTO.get(value, "")
-
+from services.common.status_names import run_status_value
 
 # ---- generic fill by field name ------------------------------------------------------------------------
 
@@ -116,7 +109,7 @@ def run_to_proto(record: RunRecord) -> common_pb2.Run:
     run = common_pb2.Run(
         id=record.id,
         name=record.name,
-        status=STATUS_TO_PROTO.get(record.status, 0),
+        status=run_status_value(record.status),
         trainer_id=record.trainer,
         run_dir=record.run_dir,
         experiment_id=record.experiment_id,
@@ -142,8 +135,8 @@ def event_to_proto(event: RunEvent) -> common_pb2.RunEvent:
     data = event.data
     if event.kind == "status":
         change = out.status
-        change.status = STATUS_TO_PROTO.get(data.get("status", ""), 0)
-        change.previous = STATUS_TO_PROTO.get(data.get("previous", ""), 0)
+        change.status = run_status_value(data.get("status", ""))
+        change.previous = run_status_value(data.get("previous", ""))
         change.trainer_id = data.get("trainer_id", "")
         change.reason = data.get("reason", "")
         if data.get("error"):

@@ -20,11 +20,10 @@ import redis
 
 from services.common.errors import ServiceError, Unauthenticated
 from services.common.logs import request_id_var, rpc_var, run_id_var
+from services.common.metadata import FIELD_KEY, REQUEST_ID_KEY
 
 log = logging.getLogger(__name__)
 
-REQUEST_ID_KEY = "x-request-id"
-FIELD_KEY = "peftlab-field"
 # Calls too frequent to log at INFO.
 _QUIET_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 

@@ -10,6 +10,7 @@ from peftlab.v1 import trainer_pb2
 from services.common import codec
 from services.common.errors import InvalidArgument
 from services.common.redis_store import RunStore
+from services.common.status_names import RUN_STATUSES, run_status_name
 from services.common.validation import check_id, page_size
 from services.common.watch import follow_run
 
@@ -18,8 +19,8 @@ def list_runs(store: RunStore, request: trainer_pb2.ListRunsRequest) -> trainer_
     """ListRuns for both the trainer and the gateway (they list the same runs from Redis)."""
     statuses = []
     for value in request.statuses:
-        name = codec.status_name(value)
-        if not name:
+        name = run_status_name(value)
+        if name not in RUN_STATUSES:
             raise InvalidArgument(f"unknown status {value}", "statuses")
         statuses.append(name)
     if request.experiment_id:

@@ -11,7 +11,9 @@ from peftlab.v1 import gateway_pb2, gateway_pb2_grpc, optimizer_pb2, optimizer_p
 
 from services.common import codec as common_codec
 from services.common.errors import ServiceError, Unavailable, error_for_code
-from services.common.interceptors import FIELD_KEY, outgoing_metadata
+from services.common.interceptors import outgoing_metadata
+from services.common.messages import params_from_proto
+from services.common.metadata import FIELD_KEY
 
 from . import codec
 from .requests import Objective
@@ -104,7 +106,8 @@ class OptimizerClient:
         except grpc.RpcError as exc:
             raise _error(exc, "optimizer") from None
         return [
-            ({k: codec.value_from_proto(v) for k, v in s.params.items()}, s.source) for s in reply.suggestions
+            (params_from_proto(s.params, f"suggestions[{i}].params"), s.source)
+            for i, s in enumerate(reply.suggestions)
         ]
 
     def close(self) -> None:

@@ -9,8 +9,11 @@ from google.protobuf import json_format
 from peftlab.v1 import comparator_pb2 as pb
 from peftlab.v1 import optimizer_pb2
 
+from services.common import messages
 from services.common.codec import fill, spec_from_dict, spec_to_dict
 from services.common.errors import InvalidArgument
+from services.common.messages import placement_from_proto
+from services.common.status_names import experiment_status_value
 
 from .experiments import ExperimentView
 from .pruning import PruningRule
@@ -19,10 +22,6 @@ from .requests import Arm, ComparisonRequest, Objective, StudyRequest
 from .state import ExperimentEvent, TrialRecord
 
 KIND_TO_PROTO = {"comparison": pb.EXPERIMENT_KIND_COMPARISON, "study": pb.EXPERIMENT_KIND_STUDY}
-STATUS_TO_PROTO = {k.removeprefix("EXPERIMENT_STATUS_"): v for k, v in pb.ExperimentStatus.items() if v}
-TRIAL_STATUS_TO_PROTO = {
-    k.removeprefix("TRIAL_STATUS_"): v for k, v in optimizer_pb2.TrialStatus.items() if v
-}
 _DIRECTION = {
     optimizer_pb2.StudyObjective.DIRECTION_UNSPECIFIED: "minimize",
     optimizer_pb2.StudyObjective.MINIMIZE: "minimize",
@@ -31,21 +30,6 @@ _DIRECTION = {
 
 
 # ---- values, spaces, trials -----------------------------------------------------------------------------
-
-
-def value_from_proto(message: optimizer_pb2.ParameterValue) -> Any:
-    kind = message.WhichOneof("value")
-    return getattr(message, kind) if kind else None
-
-
-def value_to_proto(value: Any) -> optimizer_pb2.ParameterValue:
-    if isinstance(value, bool):
-        return optimizer_pb2.ParameterValue(bool_value=value)
-    if isinstance(value, int):
-        return optimizer_pb2.ParameterValue(int_value=value)
-    if isinstance(value, float):
-        return optimizer_pb2.ParameterValue(float_value=value)
-    return optimizer_pb2.ParameterValue(string_value=str(value))
 
 
 def space_to_dict(space: optimizer_pb2.SearchSpace) -> dict[str, Any]:
@@ -67,27 +51,12 @@ def objective_to_proto(objective: Objective) -> optimizer_pb2.StudyObjective:
 
 def trial_to_proto(trial: TrialRecord) -> optimizer_pb2.Trial:
     values = {k: v for k, v in trial.values.items() if isinstance(v, int | float) and math.isfinite(v)}
-    return optimizer_pb2.Trial(
-        trial_id=trial.run_id or f"trial-{trial.number}",
-        params={k: value_to_proto(v) for k, v in trial.params.items()},
-        status=TRIAL_STATUS_TO_PROTO.get(trial.status, 0),
-        values=values,
+    return messages.trial_to_proto(
+        trial.run_id or f"trial-{trial.number}", trial.params, trial.status, values
     )
 
 
 # ---- requests -------------------------------------------------------------------------------------------
-
-
-def _placement(message) -> dict[str, Any]:
-    return {
-        k: v
-        for k, v in {
-            "device": message.device,
-            "trainer_id": message.trainer_id,
-            "strict": message.strict,
-        }.items()
-        if v
-    }
 
 
 def comparison_request_from_proto(message: pb.StartComparisonRequest) -> ComparisonRequest:
@@ -96,7 +65,7 @@ def comparison_request_from_proto(message: pb.StartComparisonRequest) -> Compari
         base=spec_to_dict(message.base),
         arms=[Arm(a.name, spec_to_dict(a.overrides), a.backend or "mlx") for a in message.arms],
         seeds=[int(s) for s in message.seeds],
-        placement=_placement(message.placement),
+        placement=placement_from_proto(message.placement),
         time_budget_seconds=message.time_budget_seconds,
     )
 
@@ -119,7 +88,7 @@ def study_request_from_proto(message: pb.StartStudyRequest) -> StudyRequest:
             rule=message.pruning.rule or "median",
         ),
         seed=message.seed,
-        placement=_placement(message.placement),
+        placement=placement_from_proto(message.placement),
         time_budget_seconds=message.time_budget_seconds,
     )
 
@@ -169,7 +138,7 @@ def experiment_to_proto(view: ExperimentView) -> pb.Experiment:
         id=record.id,
         kind=KIND_TO_PROTO.get(record.kind, 0),
         name=record.name,
-        status=STATUS_TO_PROTO.get(record.status, 0),
+        status=experiment_status_value(record.status),
         run_ids=view.run_ids,
         total_runs=record.total_runs,
         finished_runs=view.finished_runs,
@@ -193,7 +162,7 @@ def event_to_proto(event: ExperimentEvent) -> pb.ExperimentEvent:
     out.time.FromMilliseconds(event.time_ms)
     data = event.data
     if event.kind == "status":
-        out.status = STATUS_TO_PROTO.get(data.get("status", ""), 0)
+        out.status = experiment_status_value(data.get("status", ""))
     elif event.kind == "run_submitted":
         out.run_submitted = data.get("run_id", "")
     elif event.kind == "run_finished":

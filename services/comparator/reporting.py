@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from services.common.files import write_atomic
 from services.common.redis_store import RunStore
 from services.common.spec import DEFAULT_LEARNING_RATES, RunSpec
 
@@ -106,9 +107,7 @@ class Reporter:
         images = {f.name: base64.b64encode(f.png).decode() for f in figures}
         files["report.html"] = to_html(report, markdown, images).encode()
         for name, content in files.items():
-            tmp = directory / f".{name}.tmp"
-            tmp.write_bytes(content)
-            tmp.replace(directory / name)
+            write_atomic(directory / name, content)
 
     def _setup(
         self,

@@ -15,15 +15,13 @@ from services.common.config import peftlab_version
 from services.common.errors import InvalidArgument
 from services.common.experiment_rules import check_arm_names, check_seeds
 from services.common.interceptors import downstream_timeout, outgoing_metadata
+from services.common.messages import placement_from_proto
 from services.common.run_rpcs import list_runs, watch_run
+from services.common.status_names import run_status_value
 from services.common.validation import check_evaluation, check_generation, check_id, check_range
 from services.gateway import adapters
 from services.gateway.gateway import Gateway
 from services.gateway.trainers import Channels, comparator_stub, optimizer_stub
-
-
-def _placement(message) -> dict:
-    return {"device": message.device, "trainer_id": message.trainer_id, "strict": message.strict}
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
@@ -42,7 +40,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         record = self.gateway.submit(
             codec.spec_to_dict(request.spec),
             name=request.name,
-            placement=_placement(request.placement),
+            placement=placement_from_proto(request.placement),
             labels=dict(request.labels),
             experiment_id=request.experiment_id,
         )
@@ -152,7 +150,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         if redis_ok:
             response.trainers.extend(codec.trainer_to_proto(t) for t in self.store.list_trainers())
             for status, count in self.store.count_by_status().items():
-                response.runs.add(status=codec.STATUS_TO_PROTO[status], count=count)
+                response.runs.add(status=run_status_value(status), count=count)
         return response
 
     def CreateDataset(self, request, context):

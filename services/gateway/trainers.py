@@ -10,6 +10,7 @@ from peftlab.v1 import comparator_pb2_grpc, optimizer_pb2_grpc, trainer_pb2, tra
 from services.common import codec
 from services.common.errors import Unavailable
 from services.common.interceptors import outgoing_metadata
+from services.common.metadata import FIELD_KEY
 from services.common.records import RunRecord, TrainerRecord
 from services.gateway.placement import DispatchError
 
@@ -75,7 +76,7 @@ class TrainerClients:
                 )
                 stub.StartRun(request, timeout=self.timeout, metadata=outgoing_metadata())
         except grpc.RpcError as exc:
-            field = dict(exc.trailing_metadata() or ()).get("peftlab-field", "")
+            field = dict(exc.trailing_metadata() or ()).get(FIELD_KEY, "")
             raise DispatchError(
                 exc.code().name, exc.details() or exc.code().name, exc.code() in RETRY_CODES, field
             ) from None

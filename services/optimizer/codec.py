@@ -12,46 +12,24 @@ import math
 import numpy as np
 from peftlab.v1 import optimizer_pb2 as pb
 
+from services.common import messages
 from services.common.errors import InvalidArgument
+from services.common.messages import params_from_proto, value_from_proto, value_to_proto
 from services.common.spec import DEFAULT_TARGET_MODULES
+from services.common.status_names import trial_status_name
 from services.trainer.engine.memory import ModelShape
 
 from .batch import GB, BatchSizeRecommendation, BatchSizeRequest
 from .rank import AdapterUpdate, RankRecommendation, RankRequest
 from .schedules import MethodSchedule
-from .space import Condition, Kind, Parameter, SearchSpace, Value
+from .space import Condition, Kind, Parameter, SearchSpace
 from .suggest import SuggestRequest, SuggestResult
 from .trials import Direction, Objective, Trial, TrialStatus
 
 DEFAULT_OBJECTIVE = Objective("valid_loss", Direction.MINIMIZE)
-_STATUS = {
-    pb.TRIAL_STATUS_UNSPECIFIED: TrialStatus.COMPLETE,
-    pb.TRIAL_STATUS_COMPLETE: TrialStatus.COMPLETE,
-    pb.TRIAL_STATUS_FAILED: TrialStatus.FAILED,
-    pb.TRIAL_STATUS_PRUNED: TrialStatus.PRUNED,
-    pb.TRIAL_STATUS_RUNNING: TrialStatus.RUNNING,
-}
-_STATUS_PB = {v: k for k, v in _STATUS.items() if k != pb.TRIAL_STATUS_UNSPECIFIED}
 
 
 # ---------------------------------------------------------------- values, spaces, trials
-def value_from_proto(msg: pb.ParameterValue, field: str) -> Value:
-    kind = msg.WhichOneof("value")
-    if kind is None:
-        raise InvalidArgument("a parameter value needs one of float/int/string/bool_value", field=field)
-    return getattr(msg, kind)
-
-
-def value_to_proto(value: Value) -> pb.ParameterValue:
-    if isinstance(value, bool):  # before int: bool is an int in Python
-        return pb.ParameterValue(bool_value=value)
-    if isinstance(value, int):
-        return pb.ParameterValue(int_value=value)
-    if isinstance(value, float):
-        return pb.ParameterValue(float_value=value)
-    return pb.ParameterValue(string_value=str(value))
-
-
 def space_from_proto(msg: pb.SearchSpace, field: str = "space") -> SearchSpace:
     params = []
     for i, p in enumerate(msg.parameters):
@@ -95,17 +73,13 @@ def space_to_proto(space: SearchSpace) -> pb.SearchSpace:
 
 
 def trial_from_proto(msg: pb.Trial, field: str) -> Trial:
-    params = {name: value_from_proto(v, f"{field}.params[{name}]") for name, v in msg.params.items()}
-    return Trial(params, _STATUS.get(msg.status, TrialStatus.COMPLETE), dict(msg.values), msg.trial_id)
+    params = params_from_proto(msg.params, f"{field}.params")
+    status = TrialStatus[trial_status_name(msg.status)]
+    return Trial(params, status, dict(msg.values), msg.trial_id)
 
 
 def trial_to_proto(trial: Trial) -> pb.Trial:
-    return pb.Trial(
-        trial_id=trial.trial_id,
-        params={k: value_to_proto(v) for k, v in trial.params.items()},
-        status=_STATUS_PB[trial.status],
-        values=dict(trial.values),
-    )
+    return messages.trial_to_proto(trial.trial_id, trial.params, trial.status.name, trial.values)
 
 
 def objective_from_proto(msg: pb.StudyObjective) -> Objective:

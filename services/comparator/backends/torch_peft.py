@@ -25,6 +25,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from services.common.files import write_atomic
+
 LOG_EVERY_STEP = True
 
 
@@ -416,9 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir: Path = args.run_dir
 
     def fail(code: str, field: str, message: str) -> int:
-        tmp = run_dir / ".error.json.tmp"
-        tmp.write_text(json.dumps({"code": code, "field": field, "message": message}))
-        tmp.replace(run_dir / "error.json")
+        write_atomic(run_dir / "error.json", json.dumps({"code": code, "field": field, "message": message}))
         return 1
 
     try:
@@ -445,9 +445,10 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         first = (str(exc).splitlines() or [""])[0][:300]
         return fail("INTERNAL", "", f"{type(exc).__name__}: {first} (traceback in {run_dir / 'log.txt'})")
-    tmp = run_dir / ".result.json.tmp"
-    tmp.write_text(json.dumps(result, default=lambda v: None if isinstance(v, float) else str(v)))
-    tmp.replace(run_dir / "result.json")
+    write_atomic(
+        run_dir / "result.json",
+        json.dumps(result, default=lambda v: None if isinstance(v, float) else str(v)),
+    )
     return 0
 
 
