@@ -7,7 +7,7 @@ from services.common.spec import RunSpec
 from services.trainer.engine import api
 from services.trainer.engine.memory import ModelShape, fit_batch_size, predict_peak_memory
 
-TOLERANCE = 0.25
+TOLERANCE = 0.15
 
 
 def measure(model, data, tmp_path, method, batch_size, seq_len):
@@ -44,14 +44,14 @@ def long_text_data(tmp_path_factory):
 
 
 @pytest.mark.parametrize("method", ["lora", "dora", "qlora", "full"])
-def test_prediction_within_25_percent_on_the_tiny_model(tiny_model, long_text_data, tmp_path, method):
+def test_prediction_within_15_percent_on_the_tiny_model(tiny_model, long_text_data, tmp_path, method):
     predicted, measured = measure(tiny_model, long_text_data, tmp_path, method, 4, 256)
     print(f"tiny {method}: predicted {predicted / 2**20:.0f} MiB, measured {measured / 2**20:.0f} MiB")
     assert abs(predicted - measured) / measured <= TOLERANCE
 
 
 @pytest.mark.parametrize("method", ["lora", "dora", "qlora", "full"])
-def test_prediction_within_25_percent_on_the_default_model(default_model, long_text_data, tmp_path, method):
+def test_prediction_within_15_percent_on_the_default_model(default_model, long_text_data, tmp_path, method):
     # qlora has no fast CPU kernel (a few tokens/s), so its check uses a smaller batch.
     batch, seq = (1, 128) if method == "qlora" else (2, 128)
     predicted, measured = measure(default_model, long_text_data, tmp_path, method, batch, seq)
