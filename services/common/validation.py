@@ -18,6 +18,7 @@ from typing import Any
 
 from services.common.errors import InvalidArgument, NotFound
 
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_NAME = 200
 MAX_LABELS = 32
@@ -128,12 +129,28 @@ def model_dir(value: str, roots: Roots, field: str = "spec.model", must_exist: b
     return path
 
 
-def dataset_dir(value: str, roots: Roots, field: str = "spec.data", must_exist: bool = True) -> Path:
+# What the engine reads as a split (services/trainer/engine/sources.py), and a `save_to_disk` dir's marker.
+DATASET_SUFFIXES = (".jsonl", ".parquet", ".arrow", ".json", ".csv")
+HUB_PREFIX = "hf:"
+
+
+def dataset_dir(value: str, roots: Roots, field: str = "spec.data", must_exist: bool = True) -> Path | str:
+    """A dataset dir under the data root, or a hub name (`hf:owner/name`) passed on as it is."""
+    if value.startswith(HUB_PREFIX):
+        if not _HUB_NAME.match(value.removeprefix(HUB_PREFIX)):
+            raise InvalidArgument(f"a hub dataset is 'hf:owner/name', got {value!r}", field)
+        return value
     path = confine(value or DEFAULT_DATASET, roots.data, field)
     if must_exist and not path.is_dir():
         raise NotFound(f"no dataset dir {value or DEFAULT_DATASET!r} under {roots.data}", field)
-    if must_exist and not (path / "train.jsonl").is_file():
-        raise NotFound(f"dataset {value or DEFAULT_DATASET!r} has no train.jsonl", field)
+    has_train = (path / "dataset_dict.json").is_file() or any(
+        (path / f"train{suffix}").is_file() for suffix in DATASET_SUFFIXES
+    )
+    if must_exist and not has_train:
+        raise NotFound(
+            f"dataset {value or DEFAULT_DATASET!r} has no train split (train.jsonl, .parquet, .arrow, .json or .csv)",
+            field,
+        )
     return path
 
 

@@ -106,36 +106,62 @@ def list_models(root: Path) -> list[ModelInfo]:
     return [describe_model(p) for p in sorted(root.iterdir()) if (p / "config.json").is_file()]
 
 
+def _split_files(path: Path) -> dict[str, Path]:
+    from services.trainer.engine.errors import DatasetError
+    from services.trainer.engine.sources import split_files
+
+    try:
+        return split_files(path)
+    except DatasetError:
+        return {}
+
+
 def _rows(path: Path) -> int:
+    if path.suffix != ".jsonl":
+        from services.trainer.engine.sources import read_rows
+
+        return len(read_rows(path))
     with open(path, "rb") as fh:
         return sum(1 for line in fh if line.strip())
 
 
-def _first_format(path: Path) -> str:
+def _format_of(path: Path) -> str:
+    """The engine format of the file's first row, after the engine's layout mapping ("" when unreadable)."""
     from services.trainer.engine.datasets import FORMATS
+    from services.trainer.engine.errors import DatasetError
+    from services.trainer.engine.layouts import Columns, normalize
+    from services.trainer.engine.sources import read_rows
 
+    try:
+        number, record = _first_row(path) if path.suffix == ".jsonl" else read_rows(path)[0]
+        record = normalize(record, Columns(), path, number)
+    except (DatasetError, IndexError, ValueError):
+        return ""
+    return next((name for name, keys in FORMATS.items() if all(k in record for k in keys)), "")
+
+
+def _first_row(path: Path) -> tuple[int, dict]:
     with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
+        for number, line in enumerate(fh, start=1):
             if line.strip():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    return ""
-                if isinstance(record, dict):
-                    return next(
-                        (name for name, keys in FORMATS.items() if all(k in record for k in keys)), ""
-                    )
-                return ""
-    return ""
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not an object")
+                return number, record
+    raise IndexError("empty")
 
 
 def describe_dataset(path: Path) -> DatasetInfo:
-    splits = [
-        SplitInfo(split, _rows(path / f"{split}.jsonl"), (path / f"{split}.jsonl").stat().st_size)
-        for split in SPLITS
-        if (path / f"{split}.jsonl").is_file()
-    ]
-    fmt = _first_format(path / "train.jsonl") if (path / "train.jsonl").is_file() else ""
+    """A dataset dir's splits, rows and format, whatever file types hold them (jsonl, parquet, arrow, json, csv)."""
+    files = _split_files(path)
+    splits = []
+    for split, file in files.items():
+        try:
+            rows = _rows(file)
+        except Exception:  # an unreadable file still lists, with 0 rows; validation names the problem
+            rows = 0
+        splits.append(SplitInfo(split, rows, file.stat().st_size))
+    fmt = _format_of(files["train"]) if "train" in files else ""
     return DatasetInfo(name=path.name, path=str(path), format=fmt, splits=splits)
 
 
@@ -146,7 +172,7 @@ def list_datasets(root: Path) -> list[DatasetInfo]:
     return [
         describe_dataset(p)
         for p in sorted(root.iterdir())
-        if (p / "train.jsonl").is_file() and not p.name.startswith(".")
+        if p.is_dir() and not p.name.startswith(".") and "train" in _split_files(p)
     ]
 
 
@@ -161,13 +187,18 @@ def validate_dataset(path: Path, max_problems: int = 50) -> tuple[bool, list[Dat
         problems.append(DatasetProblem(str(file), line, problem))
         return len(problems) < max_problems
 
+    files = _split_files(path)
     for required in ("train", "valid"):
-        if not (path / f"{required}.jsonl").is_file():
+        if required not in files:
             if not add(path / f"{required}.jsonl", 0, "file not found (train and valid are required)"):
                 return False, problems
     for split in SPLITS:
-        file = path / f"{split}.jsonl"
-        if not file.is_file():
+        file = files.get(split)
+        if file is None:
+            continue
+        if file.suffix != ".jsonl":
+            if not _validate_table(file, add):
+                return False, problems
             continue
         fmt, count = "", 0
         with open(file, encoding="utf-8", errors="replace") as fh:
@@ -192,6 +223,29 @@ def validate_dataset(path: Path, max_problems: int = 50) -> tuple[bool, list[Dat
         if count == 0 and not add(file, 0, "file is empty"):
             return False, problems
     return not problems, problems
+
+
+def _validate_table(file: Path, add) -> bool:
+    """A parquet/arrow/json/csv split, row by row, through the engine's reader, layouts and record rules."""
+    from services.trainer.engine.datasets import check_record, detect_format
+    from services.trainer.engine.errors import DatasetError
+    from services.trainer.engine.layouts import Columns, normalize
+    from services.trainer.engine.sources import read_rows
+
+    try:
+        rows = read_rows(file)
+    except DatasetError as exc:
+        return add(file, 0, exc.problem)
+    fmt = ""
+    for number, record in rows:
+        try:
+            record = normalize(record, Columns(), file, number)
+            fmt = fmt or detect_format(record, file, number)
+            check_record(record, fmt, file, number)
+        except DatasetError as exc:
+            if not add(file, number, exc.problem):
+                return False
+    return True
 
 
 def create_dataset(
@@ -244,30 +298,35 @@ def preview_dataset(path: Path, split: str, rows: int, model_dir: Path) -> tuple
     """The first `rows` records of a split with their prompt/completion token counts under the model's
     tokenizer and chat template, and the split's row count."""
     from services.trainer.engine.datasets import detect_format, encode
+    from services.trainer.engine.layouts import Columns, normalize
+    from services.trainer.engine.sources import read_rows
 
-    file = path / f"{split}.jsonl"
+    file = _split_files(path).get(split, path / f"{split}.jsonl")
     tokenizer = _tokenizer(str(model_dir))
     out: list[PreviewRow] = []
-    total = 0
     fmt = ""
-    with open(file, encoding="utf-8") as fh:
-        for number, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            total += 1
-            if len(out) >= rows:
-                continue
-            record = json.loads(text)
-            fmt = fmt or detect_format(record, file, number)
-            tokens, prompt_len = encode(record, fmt, tokenizer)
-            out.append(
-                PreviewRow(
-                    line=number,
-                    json=json.dumps(record, ensure_ascii=False),
-                    format=fmt,
-                    prompt_tokens=prompt_len,
-                    completion_tokens=len(tokens) - prompt_len,
-                    total_tokens=len(tokens),
-                )
+    if file.suffix == ".jsonl":
+        with open(file, encoding="utf-8") as fh:
+            numbered = [(n, text) for n, text in enumerate(fh, start=1) if text.strip()]
+        total = len(numbered)
+        head = [(n, json.loads(text)) for n, text in numbered[:rows]]
+    else:
+        table = read_rows(file)
+        total, head = len(table), table[:rows]
+    for number, record in head:
+        record = normalize(
+            record, Columns(), file, number
+        )  # Alpaca / ShareGPT rows show as the chat they become
+        fmt = fmt or detect_format(record, file, number)
+        tokens, prompt_len = encode(record, fmt, tokenizer)
+        out.append(
+            PreviewRow(
+                line=number,
+                json=json.dumps(record, ensure_ascii=False),
+                format=fmt,
+                prompt_tokens=prompt_len,
+                completion_tokens=len(tokens) - prompt_len,
+                total_tokens=len(tokens),
             )
+        )
     return out, total

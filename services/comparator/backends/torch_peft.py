@@ -203,12 +203,15 @@ class Run:
 
     def train(self) -> dict[str, Any]:
         from services.trainer.engine.datasets import BatchPlan, load_dataset
+        from services.trainer.engine.layouts import Columns
         from services.trainer.engine.metrics import perplexity
 
         spec, torch = self.spec, self.torch
         wall_start = time.perf_counter()
         self.load()
-        splits = load_dataset(Path(spec.data_path), self.tokenizer, spec.max_seq_length, spec.mask_prompt)
+        splits = load_dataset(
+            spec.data_path, self.tokenizer, spec.max_seq_length, spec.mask_prompt, Columns.of(spec)
+        )
         train_plan = BatchPlan(splits["train"], spec.batch_size, spec.max_seq_length, spec.packing, spec.seed)
         valid_plan = BatchPlan(splits["valid"], spec.batch_size, spec.max_seq_length, spec.packing, spec.seed)
         per_epoch = train_plan.batches_per_epoch()

@@ -25,6 +25,7 @@ from .datasets import BatchPlan, load_dataset
 from .errors import CheckpointError, OutOfMemory
 from .evaluation import loss_over, score_split
 from .hardware import backend_label, detect_hardware
+from .layouts import Columns
 from .memory import BatchChoice, choose_batch, predict_for_model
 from .methods import apply_method, load_base, parameter_counts, write_json_atomic
 from .metrics import MetricsLog, RunResult, perplexity, read_metrics
@@ -126,7 +127,9 @@ def train(
     mx.random.seed(spec.seed)
     mx.reset_peak_memory()
     prepared = load_base(spec)
-    splits = load_dataset(Path(spec.data_path), prepared.tokenizer, spec.max_seq_length, spec.mask_prompt)
+    splits = load_dataset(
+        spec.data_path, prepared.tokenizer, spec.max_seq_length, spec.mask_prompt, Columns.of(spec)
+    )
     apply_method(prepared, spec)
     model = prepared.model
     trainable, total = parameter_counts(model)
@@ -288,7 +291,7 @@ def evaluate_run(run_dir: Path, split: str = "test", max_batches: int = -1, task
     run_dir = Path(run_dir)
     spec = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
     model, tokenizer = mlx_load(base_model_of(run_dir), adapter_path=str(run_dir))
-    splits = load_dataset(Path(spec.data_path), tokenizer, spec.max_seq_length, spec.mask_prompt)
+    splits = load_dataset(spec.data_path, tokenizer, spec.max_seq_length, spec.mask_prompt, Columns.of(spec))
     if split not in splits:
         raise CheckpointError(f"the run's dataset has no {split} split")
     plan = BatchPlan(splits[split], spec.batch_size, spec.max_seq_length, spec.packing, spec.seed)
@@ -327,7 +330,9 @@ def score_base_model(spec: RunSpec, callback: TrainingCallback | None = None):
     """The task score of the untouched base model on the test split: the 'before' of a fine-tuning run."""
     callback = callback or TrainingCallback()
     prepared = load_base(spec)
-    splits = load_dataset(Path(spec.data_path), prepared.tokenizer, spec.max_seq_length, spec.mask_prompt)
+    splits = load_dataset(
+        spec.data_path, prepared.tokenizer, spec.max_seq_length, spec.mask_prompt, Columns.of(spec)
+    )
     if "test" not in splits:
         return None
     return score_split(

@@ -5,15 +5,17 @@ Formats (detected per file from the first record; every record must then follow 
   text        {"text": "..."}                                  loss on every token
   completion  {"prompt": "...", "completion": "..."}           loss on the completion
   chat        {"messages": [{"role": ..., "content": ...}]}     loss on the assistant turns
+              (+ "tools": [...], mlx-lm's tool-calling format, rendered by the chat template)
 
 What carries the loss is the spec's `mask_prompt` (MASK_MODES): "assistant" (every assistant turn of a chat,
 the completion of a prompt/completion record), "last_assistant" (only the final answer, as mlx_lm does), or
 "none" (every token, prompts included).
+Rows are read by `sources` (JSONL, parquet, arrow, json, csv, hub) and mapped to a format by `layouts`
+(column mapping, Alpaca, ShareGPT) first.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,9 @@ from typing import Any
 import numpy as np
 
 from .errors import DatasetError
+from .layouts import Columns, normalize
+from .sources import Rows, is_hub_name, is_saved_dataset, read_hub, read_rows, read_saved, split_files
+from .sources import read_jsonl as read_jsonl
 
 SPLITS = ("train", "valid", "test")
 MASK_MODES = ("assistant", "last_assistant", "none")
@@ -53,26 +58,6 @@ class Split:
         return sum(len(s.tokens) for s in self.samples)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        raise DatasetError(path, "file not found")
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(path, f"invalid JSON ({exc.msg} at column {exc.colno})", number) from None
-            if not isinstance(record, dict):
-                raise DatasetError(path, f"expected a JSON object, got {type(record).__name__}", number)
-            records.append((number, record))
-    if not records:
-        raise DatasetError(path, "file is empty")
-    return records
-
-
 def detect_format(record: dict[str, Any], path: Path, line: int) -> str:
     for name, keys in FORMATS.items():
         if all(k in record for k in keys):
@@ -93,10 +78,14 @@ def check_record(record: dict[str, Any], fmt: str, path: Path, line: int) -> Non
         if not isinstance(messages, list) or not messages:
             raise DatasetError(path, "'messages' must be a non-empty list", line)
         for i, message in enumerate(messages):
+            if isinstance(message, dict) and "tool_calls" in message:
+                message.setdefault("content", "")  # a tool-calling turn may say nothing
             if not isinstance(message, dict) or "role" not in message or "content" not in message:
                 raise DatasetError(path, f"messages[{i}] needs 'role' and 'content'", line)
             if not isinstance(message["content"], str):
                 raise DatasetError(path, f"messages[{i}].content must be a string", line)
+        if "tools" in record and not isinstance(record["tools"], list):
+            raise DatasetError(path, "'tools' must be a list of tool schemas (mlx-lm's tools format)", line)
         if messages[-1]["role"] != "assistant":
             raise DatasetError(path, "the last message must be the assistant's (it is what is learned)", line)
     else:
@@ -105,8 +94,12 @@ def check_record(record: dict[str, Any], fmt: str, path: Path, line: int) -> Non
                 raise DatasetError(path, f"'{key}' must be a non-empty string", line)
 
 
-def _template(tokenizer: Any, messages: list[dict], generation_prompt: bool) -> list[int]:
-    out = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, return_dict=False)
+def _template(
+    tokenizer: Any, messages: list[dict], generation_prompt: bool, tools: list | None = None
+) -> list[int]:
+    out = tokenizer.apply_chat_template(
+        messages, tools=tools, add_generation_prompt=generation_prompt, return_dict=False
+    )
     return list(out)
 
 
@@ -124,8 +117,9 @@ def encode(record: dict[str, Any], fmt: str, tokenizer: Any) -> tuple[list[int],
         ]
     else:
         messages = record["messages"]
-    tokens = _template(tokenizer, messages, generation_prompt=False)
-    prompt = _template(tokenizer, messages[:-1], generation_prompt=True)
+    tools = record.get("tools")
+    tokens = _template(tokenizer, messages, generation_prompt=False, tools=tools)
+    prompt = _template(tokenizer, messages[:-1], generation_prompt=True, tools=tools)
     return tokens, len(prompt)
 
 
@@ -141,13 +135,13 @@ def encode_with_spans(
     # Every assistant turn: each one's span runs from the end of the generation prompt that precedes it to
     # the end of the conversation rendered through it. That needs a template whose rendering of a prefix of
     # the conversation is a prefix of the whole (ChatML, Llama 3 and most others are).
-    messages = record["messages"]
+    messages, tools = record["messages"], record.get("tools")
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        start = len(_template(tokenizer, messages[:i], generation_prompt=True)) if i else 0
-        through = _template(tokenizer, messages[: i + 1], generation_prompt=False)
+        start = len(_template(tokenizer, messages[:i], generation_prompt=True, tools=tools)) if i else 0
+        through = _template(tokenizer, messages[: i + 1], generation_prompt=False, tools=tools)
         if through != tokens[: len(through)]:
             raise DatasetError(
                 "<record>",
@@ -181,10 +175,19 @@ def mask_mode(mask_prompt: str | bool) -> str:
 
 
 def load_split(
-    path: Path, tokenizer: Any, max_seq_length: int, mask_prompt: str | bool = "assistant"
+    path: Path,
+    tokenizer: Any,
+    max_seq_length: int,
+    mask_prompt: str | bool = "assistant",
+    columns: Columns | None = None,
+    rows: Rows | None = None,
 ) -> Split:
+    """One split from `path` (or from `rows` already read from it, e.g. a hub split)."""
     mask = mask_mode(mask_prompt)
-    numbered = read_jsonl(path)
+    columns = columns or Columns()
+    numbered = [
+        (n, normalize(r, columns, path, n)) for n, r in (rows if rows is not None else read_rows(path))
+    ]
     fmt = detect_format(numbered[0][1], path, numbered[0][0])
     samples, truncated = [], 0
     for line, record in numbered:
@@ -213,20 +216,34 @@ def load_split(
 
 
 def load_dataset(
-    data_dir: Path, tokenizer: Any, max_seq_length: int, mask_prompt: str | bool = "assistant"
+    data_dir: Path | str,
+    tokenizer: Any,
+    max_seq_length: int,
+    mask_prompt: str | bool = "assistant",
+    columns: Columns | None = None,
 ) -> dict[str, Split]:
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DatasetError(data_dir, "dataset directory not found")
+    """The train, valid (and test) splits of a dataset dir, a `save_to_disk` dir or a hub name (`hf:...`)."""
+    if is_hub_name(str(data_dir)):
+        read = read_hub(str(data_dir))
+    else:
+        data_dir = Path(data_dir)
+        if not data_dir.is_dir():
+            raise DatasetError(data_dir, "dataset directory not found")
+        if is_saved_dataset(data_dir):
+            read = read_saved(data_dir)
+        else:
+            files = split_files(data_dir)
+            read = {name: (str(path), None) for name, path in files.items()}
     splits = {}
     for name in SPLITS:
-        path = data_dir / f"{name}.jsonl"
-        if path.exists():
-            splits[name] = load_split(path, tokenizer, max_seq_length, mask_prompt)
+        if name in read:
+            where, rows = read[name]
+            splits[name] = load_split(Path(where), tokenizer, max_seq_length, mask_prompt, columns, rows)
     for required in ("train", "valid"):
         if required not in splits:
             raise DatasetError(
-                data_dir / f"{required}.jsonl", "file not found (train and valid are required)"
+                f"{data_dir}/{required}.jsonl",
+                "file not found (train and valid are required; .jsonl, .parquet, .arrow, .json or .csv)",
             )
     return splits
 
