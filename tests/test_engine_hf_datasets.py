@@ -119,10 +119,10 @@ def test_tools_reach_the_chat_template(tiny_model, tmp_path):
             shutil.copy(tiny_model / name, tok_dir / name)
     config = json.loads((tok_dir / "tokenizer_config.json").read_text())
     config["chat_template"] = (
-        "{% if tools %}<tools>{{ tools | tojson }}</tools>\n{% endif %}"
-        "{% for m in messages %}<{{ m.role }}>{{ m.content }}"
-        "{% if m.tool_calls %}<call>{{ m.tool_calls | tojson }}</call>{% endif %}\n{% endfor %}"
-        "{% if add_generation_prompt %}<assistant>{% endif %}"
+        "{% if tools %}<|im_start|>tools\n{{ tools | tojson }}<|im_end|>\n{% endif %}"
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+        "{% if m.tool_calls %}call {{ m.tool_calls | tojson }}{% endif %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
     (tok_dir / "tokenizer_config.json").write_text(json.dumps(config))
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
@@ -143,10 +143,10 @@ def test_tools_reach_the_chat_template(tiny_model, tmp_path):
     split = load_dataset(tmp_path / "data", tokenizer, 256)["train"]
     sample = split.samples[0]
     text = tokenizer.decode(list(sample.tokens))
-    assert text.startswith("<tools>") and "get_weather" in text and "<call>" in text
+    assert text.startswith("<|im_start|>tools") and "get_weather" in text and "call [" in text
     learned = [tokenizer.decode(list(sample.tokens[a:b])).strip() for a, b in sample.loss_spans]
-    assert learned[0].startswith("<call>") and "get_weather" in learned[0]  # the tool call is learned too
-    assert learned[-1] == "Sunny."
+    assert learned[0].startswith("call [") and "get_weather" in learned[0]  # the tool call is learned too
+    assert learned[-1].removesuffix("<|im_end|>").strip() == "Sunny."
 
 
 def test_hub_names_take_the_real_path_and_say_why_they_failed(tokenizer, monkeypatch):
