@@ -4,6 +4,7 @@ command talks to the gateway (PEFTLAB_GATEWAY, default 127.0.0.1:50051; PEFTLAB_
     peftlab run submit run.yaml [--watch]     peftlab run watch ID      peftlab run list [--status running]
     peftlab run get ID    peftlab run cancel ID    peftlab run resume ID    peftlab status
     peftlab compare --methods lora,dora,qlora,full      peftlab study --trials 12
+    peftlab trainer join --redis redis://HOST:6379/0 [--listen 0.0.0.0:50052] [--advertise HOST:PORT] [--slots N]
 """
 
 from __future__ import annotations
@@ -407,6 +408,16 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run_id")
     resume.add_argument("--watch", action="store_true")
     resume.set_defaults(handler=cmd_resume)
+
+    # `peftlab trainer join`: a trainer on this machine, joining the shared Redis (services/cli/join.py).
+    from services.cli import join
+
+    trainer = commands.add_parser("trainer", help="serve a trainer on this machine").add_subparsers(
+        dest="trainer_command", required=True
+    )
+    join_parser = trainer.add_parser("join", help="join the Redis of a peftlab deployment and take runs")
+    join.add_arguments(join_parser)
+    join_parser.set_defaults(local=join.main)
 
     status = commands.add_parser("status", help="services, trainers and runs at a glance")
     status.set_defaults(handler=cmd_status)

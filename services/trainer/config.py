@@ -8,6 +8,7 @@ from pathlib import Path
 
 from services.common import paths
 from services.common.config import RedisConfig, env_field, load_config
+from services.trainer.address import advertised_host, format_address
 
 
 @dataclass
@@ -18,7 +19,8 @@ class TrainerConfig(RedisConfig):
     port: int = env_field(50052, "Port to listen on; 0 = any free port.", "PEFTLAB_TRAINER_PORT")
     advertise: str = env_field(
         "",
-        "host:port others reach this trainer at; default host:port (the hostname if host is 0.0.0.0).",
+        "host:port others reach this trainer at; default host:port, or with host 0.0.0.0 the address of the "
+        "interface that routes to Redis (services/trainer/address.py).",
         "PEFTLAB_TRAINER_ADVERTISE",
     )
     trainer_id: str = env_field("", "Registry id; default '<hostname>-<port>' (stable across restarts).")
@@ -56,10 +58,10 @@ class TrainerConfig(RedisConfig):
         return f"{self.host}:{self.port}"
 
     def advertised(self, port: int) -> str:
+        """What the registry says to reach us at: never a loopback address when listening on all interfaces."""
         if self.advertise:
             return self.advertise
-        host = socket.gethostname() if self.host in ("0.0.0.0", "[::]", "::") else self.host
-        return f"{host}:{port}"
+        return format_address(advertised_host(self.host, self.redis_url), port)
 
     def resolved_id(self, port: int) -> str:
         return self.trainer_id or f"{socket.gethostname()}-{port}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 from peftlab.v1 import trainer_pb2_grpc
 
@@ -57,11 +58,16 @@ def use_optimized_blas() -> None:
         log.info("no optimized BLAS to preload (Metal/CUDA, or not installed)")
 
 
-def main() -> None:
-    config = load()
+def main(config: TrainerConfig | None = None, announce: Callable[[Trainer], None] | None = None) -> None:
+    """Serve until SIGTERM; `announce` runs once registered (`peftlab trainer join` prints its summary)."""
+    config = config or load()
     setup_logging("trainer", config.log_level, config.log_format)
     use_optimized_blas()
     grpc_server, trainer = make_server(config)
-    serve(
-        grpc_server, grace=config.shutdown_grace, after_start=trainer.register, before_stop=trainer.shutdown
-    )
+
+    def registered() -> None:
+        trainer.register()
+        if announce:
+            announce(trainer)
+
+    serve(grpc_server, grace=config.shutdown_grace, after_start=registered, before_stop=trainer.shutdown)
