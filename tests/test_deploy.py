@@ -136,3 +136,17 @@ def test_launchd_plist():
     assert args[0].endswith("/.venv/bin/peftlab")
     join_args(["peftlab", *args[1:]])
     assert plist["ExitTimeOut"] >= 60  # time for running runs to checkpoint on SIGTERM
+
+
+def test_container_health_check_command():
+    """`peftlab-service health HOST:PORT` (the Compose health checks): 0 for a SERVING server, 1 otherwise."""
+    from service_helpers import free_port, start_optimizer
+
+    from services.common.healthcheck import main as health
+
+    optimizer = start_optimizer()
+    try:
+        assert health([optimizer.address]) == 0
+    finally:
+        optimizer.stop()
+    assert health([f"127.0.0.1:{free_port()}", "--timeout", "1"]) == 1

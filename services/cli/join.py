@@ -73,12 +73,13 @@ def trainer_config(args: argparse.Namespace):
 
 
 def announce(trainer) -> None:
-    hw = trainer.record.hardware
+    record = trainer.registration.record
+    hw = record.hardware
     memory = hw.get("total_memory_bytes", 0) / 2**30
     print(
-        f"trainer {trainer.id} joined {redacted(trainer.config.redis_url)}: reachable at {trainer.record.address}, "
+        f"trainer {trainer.id} joined {redacted(trainer.config.redis_url)}: reachable at {record.address}, "
         f"{trainer.config.slots} slot(s), {hw.get('device_kind', '?')} ({hw.get('device_name', '?')}, "
-        f"{memory:.1f} GiB), runs root {trainer.record.runs_root}",
+        f"{memory:.1f} GiB), runs root {record.runs_root}",
         flush=True,
     )
 
