@@ -67,6 +67,7 @@ $(DATA)/train.jsonl:
 lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports  # the layer contracts in pyproject.toml (README: Architecture)
 
 # Tests run with the optimized BLAS preloaded, like the trainer's run processes (mlx's own BLAS is ~30x slower).
 test: setup torch-extra lint proto-check

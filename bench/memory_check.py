@@ -176,8 +176,8 @@ def run_case(
 def breakdown(model: Path, method: str, batch: int, seq_len: int, dtype: str, ckpt: bool) -> dict:
     import mlx.core as mx
 
+    from services.common.memory import predict_for_model, spec_dtype_bytes
     from services.common.spec import RunSpec
-    from services.trainer.engine.memory import predict_for_model, spec_dtype_bytes
 
     config = json.loads((model / "config.json").read_text())
     spec = RunSpec.from_dict(

@@ -5,10 +5,10 @@ loss capped by val_batches, progress events outside the training steps, --no-bas
 import pytest
 from conftest import write_chat_dataset
 
+from services.common.memory import ModelShape, predict_peak_memory
 from services.common.spec import RunSpec
 from services.trainer.engine import api
 from services.trainer.engine.callbacks import TrainingCallback
-from services.trainer.engine.memory import ModelShape, predict_peak_memory
 from services.trainer.engine.metrics import read_metrics
 
 

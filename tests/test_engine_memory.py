@@ -3,9 +3,9 @@ model, and the batch-size fitting built on it."""
 
 import pytest
 
+from services.common.memory import ModelShape, fit_batch_size, predict_peak_memory
 from services.common.spec import RunSpec
 from services.trainer.engine import api
-from services.trainer.engine.memory import ModelShape, fit_batch_size, predict_peak_memory
 
 TOLERANCE = 0.15
 

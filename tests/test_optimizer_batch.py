@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from services.common.errors import InvalidArgument
+from services.common.memory import ModelShape, predict_peak_memory
 from services.optimizer.batch import BatchSizeRequest, recommend_batch_size
-from services.trainer.engine.memory import ModelShape, predict_peak_memory
 
 SMOLLM2 = ModelShape(
     hidden_size=576,

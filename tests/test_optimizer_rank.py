@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from services.common.errors import InvalidArgument
+from services.common.lora_spectrum import update_singular_values
 from services.optimizer.rank import (
     AdapterUpdate,
     RankRequest,
     effective_rank,
     recommend_rank,
-    update_singular_values,
 )
 from services.optimizer.schedules import default_space, method_schedule
 from services.optimizer.space import SpaceEncoder

@@ -11,8 +11,8 @@ import pytest
 from peftlab.v1 import gateway_pb2, gateway_pb2_grpc, optimizer_pb2, optimizer_pb2_grpc
 from service_helpers import start_gateway
 
+from services.common.memory import ModelShape, fit_batch_size
 from services.common.paths import models_dir
-from services.trainer.engine.memory import ModelShape, fit_batch_size
 
 
 @pytest.fixture

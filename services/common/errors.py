@@ -80,3 +80,20 @@ def error_for_code(code: str, message: str, field: str = "") -> ServiceError:
     if type(error) is ServiceError:
         error.code = code or "INTERNAL"
     return error
+
+
+class EngineError(Exception):
+    """Base class for errors the MLX engine raises on purpose (never for bugs); the trainer maps each to a
+    status (trainer/jobs.py)."""
+
+
+class DatasetError(EngineError, ValueError):
+    """A dataset file is unusable; names the file and, where there is one, the 1-based line. Raised by the
+    engine's loader and by the gateway's dataset checks."""
+
+    def __init__(self, path: str, problem: str, line: int | None = None):
+        self.path = str(path)
+        self.line = line
+        self.problem = problem
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {problem}")

@@ -45,7 +45,7 @@ def layer_updates(run_dir: Path) -> list[LayerUpdate]:
     in x r, `<module>.lora_b` is r x out, scaled by `lora_parameters.scale`)."""
     from safetensors.numpy import load_file
 
-    from services.optimizer.rank import update_singular_values
+    from services.common.lora_spectrum import update_singular_values
 
     config_path, weights_path = (run_dir / name for name in ADAPTER_FILES)
     if not (config_path.is_file() and weights_path.is_file()):

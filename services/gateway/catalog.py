@@ -72,7 +72,7 @@ class PreviewRow:
 
 
 def _shape(config: dict) -> dict[str, Any]:
-    from services.trainer.engine.memory import ModelShape
+    from services.common.memory import ModelShape
 
     try:
         return dataclasses.asdict(ModelShape.from_config(config))
@@ -178,8 +178,8 @@ def list_datasets(root: Path) -> list[DatasetInfo]:
 
 def validate_dataset(path: Path, max_problems: int = 50) -> tuple[bool, list[DatasetProblem]]:
     """Every line of every split: JSON object, one known format per file, the engine's per-record rules."""
+    from services.common.errors import DatasetError
     from services.trainer.engine.datasets import check_record, detect_format
-    from services.trainer.engine.errors import DatasetError
 
     problems: list[DatasetProblem] = []
 

@@ -183,7 +183,7 @@ class Gateway:
         return valid, catalog.describe_dataset(directory), problems
 
     def preview_dataset(self, path: str, split: str, rows: int, model: str) -> tuple[list, int, str]:
-        from services.trainer.engine.errors import DatasetError
+        from services.common.errors import DatasetError
 
         split = split or "train"
         if split not in catalog.SPLITS:

@@ -1,5 +1,5 @@
 """RecommendBatchSize: the largest micro-batch that fits a memory budget, and the accumulation to reach a
-target effective batch. The memory model is the engine's (services/trainer/engine/memory.py), the same one
+target effective batch. The memory model is the engine's (services/common/memory.py), the same one
 that refuses a run that cannot fit and reports predicted vs measured peaks: one model, never two copies."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
+from services.common.memory import MemoryEstimate, ModelShape, fit_batch_size
 from services.common.spec import DEFAULT_TARGET_MODULES, METHODS
-from services.trainer.engine.memory import MemoryEstimate, ModelShape, fit_batch_size
 
 GB = 10**9
 

@@ -14,10 +14,10 @@ from peftlab.v1 import optimizer_pb2 as pb
 
 from services.common import messages
 from services.common.errors import InvalidArgument
+from services.common.memory import ModelShape
 from services.common.messages import params_from_proto, value_from_proto, value_to_proto
 from services.common.spec import DEFAULT_TARGET_MODULES
 from services.common.status_names import trial_status_name
-from services.trainer.engine.memory import ModelShape
 
 from .batch import GB, BatchSizeRecommendation, BatchSizeRequest
 from .rank import AdapterUpdate, RankRecommendation, RankRequest

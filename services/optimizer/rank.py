@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from services.common.errors import InvalidArgument
+from services.common.lora_spectrum import update_singular_values
 
 SATURATION = 0.8
 
@@ -76,14 +77,6 @@ class RankRecommendation:
     params_per_rank: int  # trainable parameters one unit of rank costs over the probed layers
     layers: list[LayerSpectrum] = field(default_factory=list)
     explanation: str = ""
-
-
-def update_singular_values(lora_a: np.ndarray, lora_b: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """Singular values of scale * lora_a @ lora_b (in x out, rank <= r), from an r x r matrix."""
-    qa, ra = np.linalg.qr(np.asarray(lora_a, dtype=float))  # lora_a = Qa Ra
-    qb, rb = np.linalg.qr(np.asarray(lora_b, dtype=float).T)  # lora_b^T = Qb Rb
-    # lora_a @ lora_b = Qa (Ra Rb^T) Qb^T with orthonormal Qa, Qb: same singular values as Ra Rb^T.
-    return abs(scale) * np.linalg.svd(ra @ rb.T, compute_uv=False)
 
 
 def effective_rank(singular_values: np.ndarray, energy: float) -> int:

@@ -156,7 +156,7 @@ class Run:
         self.total = sum(p.numel() for p in model.parameters())
 
     def predicted_peak(self) -> int:
-        from services.trainer.engine.memory import predict_for_model
+        from services.common.memory import predict_for_model
 
         config = json.loads(Path(self.spec.model_path, "config.json").read_text())
         return predict_for_model(self.spec, config, quantized=False).peak_bytes
@@ -425,8 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     try:
+        from services.common.errors import EngineError, SpecError
         from services.common.spec import RunSpec
-        from services.trainer.engine.errors import EngineError, SpecError
 
         spec = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
         result = Run(spec, run_dir, args.time_budget).train()

@@ -15,6 +15,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.generate import stream_generate
 from mlx_lm.utils import load as mlx_load
 
+from services.common.memory import BatchChoice, choose_batch, predict_for_model
 from services.common.spec import RunSpec
 
 from . import checkpoint
@@ -26,7 +27,6 @@ from .errors import CheckpointError, OutOfMemory
 from .evaluation import loss_over, score_split
 from .hardware import backend_label, detect_hardware
 from .layouts import Columns
-from .memory import BatchChoice, choose_batch, predict_for_model
 from .methods import apply_method, load_base, parameter_counts, write_json_atomic
 from .metrics import MetricsLog, RunResult, perplexity, read_metrics
 from .training import Loop, build_optimizer, evaluate_loss

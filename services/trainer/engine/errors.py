@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-# A spec error is a domain error of services/common (RunSpec lives there); re-exported for the engine's callers.
-from services.common.errors import SpecError
+# Spec and dataset errors are domain errors of services/common (the gateway checks datasets too);
+# re-exported for the engine's callers.
+from services.common.errors import DatasetError, EngineError, SpecError
 
 __all__ = [
     "CheckpointError",
@@ -14,21 +15,6 @@ __all__ = [
     "SpecError",
     "TrainingDiverged",
 ]
-
-
-class EngineError(Exception):
-    """Base class for errors the engine raises on purpose (never for bugs)."""
-
-
-class DatasetError(EngineError, ValueError):
-    """A dataset file is unusable; names the file and, where there is one, the 1-based line."""
-
-    def __init__(self, path: str, problem: str, line: int | None = None):
-        self.path = str(path)
-        self.line = line
-        self.problem = problem
-        where = f"{self.path}:{line}" if line is not None else self.path
-        super().__init__(f"{where}: {problem}")
 
 
 class ModelError(EngineError):

@@ -16,9 +16,7 @@ which checks the prediction against a measurement within 15% for every method on
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from services.common.spec import DEFAULT_TARGET_MODULES, RunSpec
 
@@ -56,10 +54,6 @@ class ModelShape:
             vocab_size=config["vocab_size"],
             tied_embeddings=config.get("tie_word_embeddings", True),
         )
-
-    @classmethod
-    def from_model_dir(cls, path: str | Path) -> ModelShape:
-        return cls.from_config(json.loads((Path(path) / "config.json").read_text()))
 
     def module_dims(self) -> dict[str, tuple[int, int]]:
         """(in, out) of each projection inside a block, by the module path mlx_lm uses."""
