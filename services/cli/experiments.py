@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from services.cli.client import RECONNECT_SECONDS, load_spec, make_console
+
 DEFAULT_METHODS = "lora,dora,qlora,full"
 
 
@@ -21,7 +23,6 @@ def _base_spec(args: argparse.Namespace):
     import yaml
     from peftlab.v1 import common_pb2
 
-    from services.cli.main import load_spec
     from services.common.codec import fill
 
     spec = load_spec(args.config) if args.config else common_pb2.RunSpec()
@@ -67,10 +68,9 @@ def follow(client, experiment_id: str) -> str:
     import grpc
     from peftlab.v1 import comparator_pb2
 
-    from services.cli.main import RECONNECT_SECONDS, _console
     from services.common.status_names import trial_status_name
 
-    console = _console()
+    console = make_console()
     after, status, lost_since = "", "RUNNING", 0.0
     started = time.monotonic()
     while True:
@@ -127,12 +127,10 @@ def show_report(client, experiment_id: str, out: Path | None) -> None:
     from peftlab.v1 import comparator_pb2
     from rich.markdown import Markdown
 
-    from services.cli.main import _console
-
     report = client.call(
         "GetReport", comparator_pb2.GetReportRequest(experiment_id=experiment_id), timeout=300
     ).report
-    console = _console()
+    console = make_console()
     console.print(Markdown(report.markdown))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -146,8 +144,6 @@ def show_report(client, experiment_id: str, out: Path | None) -> None:
 
 def cmd_compare(client, args: argparse.Namespace) -> int:
     from peftlab.v1 import common_pb2, comparator_pb2
-
-    from services.cli.main import _console
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     torch_methods = [m.strip() for m in (args.torch or "").split(",") if m.strip()]
@@ -168,7 +164,7 @@ def cmd_compare(client, args: argparse.Namespace) -> int:
         time_budget_seconds=args.time_budget or 0.0,
     )
     experiment = client.call("StartComparison", request).experiment
-    _console().print(f"comparison [bold]{experiment.id}[/]: {experiment.total_runs} runs")
+    make_console().print(f"comparison [bold]{experiment.id}[/]: {experiment.total_runs} runs")
     return _finish(client, experiment.id, args)
 
 
@@ -204,8 +200,6 @@ def _space(args: argparse.Namespace):
 def cmd_study(client, args: argparse.Namespace) -> int:
     from peftlab.v1 import comparator_pb2, optimizer_pb2
 
-    from services.cli.main import _console
-
     objectives = []
     for text in args.objective or ["best_valid_loss"]:
         name, _, direction = text.partition(":")
@@ -234,18 +228,17 @@ def cmd_study(client, args: argparse.Namespace) -> int:
     )
     experiment = client.call("StartStudy", request).experiment
     space = json.dumps([p.name for p in request.space.parameters])
-    _console().print(f"study [bold]{experiment.id}[/]: {args.trials} trials over {space}")
+    make_console().print(f"study [bold]{experiment.id}[/]: {args.trials} trials over {space}")
     return _finish(client, experiment.id, args)
 
 
 def _finish(client, experiment_id: str, args: argparse.Namespace) -> int:
-    from services.cli.main import _console
 
     if args.no_wait:
         return 0
     tic = time.monotonic()
     status = follow(client, experiment_id)
-    _console().print(f"{status} after {time.monotonic() - tic:.0f} s")
+    make_console().print(f"{status} after {time.monotonic() - tic:.0f} s")
     show_report(client, experiment_id, Path(args.out) if args.out else None)
     return 0 if status == "SUCCEEDED" else 1
 

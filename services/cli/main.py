@@ -10,46 +10,15 @@ command talks to the gateway (PEFTLAB_GATEWAY, default 127.0.0.1:50051; PEFTLAB_
 from __future__ import annotations
 
 import argparse
-import difflib
 import math
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+
+from services.cli.client import RECONNECT_SECONDS, Client, load_spec, make_console
 
 EXIT_ERROR = 2  # a call failed (bad input, unreachable gateway); 1 = the run itself failed or was cancelled
-RECONNECT_SECONDS = 60.0
-
-
-# ---- the gateway client ---------------------------------------------------------------------------------
-
-
-class Client:
-    """Thin wrapper over the gateway stub: every call carries the token and a deadline."""
-
-    def __init__(self, address: str, token: str, timeout: float = 30.0):
-        import grpc
-        from peftlab.v1 import gateway_pb2_grpc
-
-        self.address = address
-        self.channel = grpc.insecure_channel(address)
-        self.stub = gateway_pb2_grpc.GatewayStub(self.channel)
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self.timeout = timeout
-
-    def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
-        return getattr(self.stub, method)(request, timeout=timeout or self.timeout, metadata=self.metadata)
-
-    def stream(self, method: str, request: Any, timeout: float = 7 * 24 * 3600.0) -> Iterator[Any]:
-        return getattr(self.stub, method)(request, timeout=timeout, metadata=self.metadata)
-
-
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False)
 
 
 def _status_name(value: int) -> str:
@@ -71,41 +40,6 @@ def _age(ts) -> str:
 
 def _num(value: float, fmt: str = ".4f") -> str:
     return format(value, fmt) if value and math.isfinite(value) else "-"
-
-
-# ---- run spec files ---------------------------------------------------------------------------------------
-
-
-def load_spec(path: Path):
-    """A YAML file of RunSpec fields (the same file `peftlab train --config` takes) as a RunSpec message;
-    only the fields it sets are sent (the rest take their defaults). Unknown fields fail here, with a hint."""
-    import yaml
-    from peftlab.v1 import common_pb2
-
-    from services.common.codec import fill
-
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise SystemExit(f"error: cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise SystemExit(f"error: {path} is not valid YAML: {exc}") from None
-    if not isinstance(values, dict):
-        raise SystemExit(f"error: {path}: expected a mapping of RunSpec field: value")
-    known = list(common_pb2.RunSpec.DESCRIPTOR.fields_by_name)
-    for key in values:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            raise SystemExit(
-                f"error: {path}: unknown field {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-            )
-    for listed in ("target_modules", "report_to"):
-        if isinstance(values.get(listed), str):
-            values[listed] = [m.strip() for m in values[listed].split(",") if m.strip()]
-    try:
-        return fill(common_pb2.RunSpec(), values)
-    except (TypeError, ValueError) as exc:
-        raise SystemExit(f"error: {path}: {exc}") from None
 
 
 # ---- commands ---------------------------------------------------------------------------------------------
@@ -132,7 +66,7 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
         request.labels[key] = value
     run = client.call("SubmitRun", request).run
     where = f"on trainer {run.trainer_id}" if run.trainer_id else "(queued: no trainer has a free slot)"
-    _console().print(f"run [bold]{run.id}[/] {_status_name(run.status)} {where}")
+    make_console().print(f"run [bold]{run.id}[/] {_status_name(run.status)} {where}")
     if args.watch:
         return watch(client, run.id)
     return 0
@@ -152,7 +86,7 @@ def watch(client: Client, run_id: str, after: str = "") -> int:
         TimeRemainingColumn,
     )
 
-    console = _console()
+    console = make_console()
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -284,9 +218,9 @@ def cmd_list(client: Client, args: argparse.Namespace) -> int:
             _num(p.valid_loss, ".3f"),
             _age(run.created_at),
         )
-    _console().print(table)
+    make_console().print(table)
     if reply.next_page_token:
-        _console().print(f"[dim](more: --limit {args.limit * 2})[/]")
+        make_console().print(f"[dim](more: --limit {args.limit * 2})[/]")
     return 0
 
 
@@ -305,7 +239,7 @@ def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
     run = client.call(
         "CancelRun", trainer_pb2.CancelRunRequest(run_id=args.run_id, reason=args.reason or "")
     ).run
-    _console().print(
+    make_console().print(
         f"run {run.id}: {_status_name(run.status)} (a running run checkpoints, then becomes CANCELLED)"
     )
     return 0
@@ -315,7 +249,7 @@ def cmd_resume(client: Client, args: argparse.Namespace) -> int:
     from peftlab.v1 import trainer_pb2
 
     run = client.call("ResumeRun", trainer_pb2.ResumeRunRequest(run_id=args.run_id)).run
-    _console().print(
+    make_console().print(
         f"run {run.id}: {_status_name(run.status)}" + (f" on {run.trainer_id}" if run.trainer_id else "")
     )
     return watch(client, run.id, run.progress.last_event_id) if args.watch else 0
@@ -326,7 +260,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     from rich.table import Table
 
     status = client.call("GetStatus", gateway_pb2.GetStatusRequest(), timeout=10)
-    console = _console()
+    console = make_console()
     services = Table("service", "address", "health", title=f"peftlab {status.version}")
     for s in status.services:
         services.add_row(s.name, s.address, "[green]ok[/]" if s.healthy else f"[red]down[/] {s.detail}")
@@ -444,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             if exc.code() == grpc.StatusCode.UNAVAILABLE
             else ""
         )
-        _console(stderr=True).print(f"[red]error[/] {exc.code().name}: {exc.details()}{hint}")
+        make_console(stderr=True).print(f"[red]error[/] {exc.code().name}: {exc.details()}{hint}")
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

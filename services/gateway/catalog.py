@@ -107,7 +107,7 @@ def list_models(root: Path) -> list[ModelInfo]:
 
 
 def _split_files(path: Path) -> dict[str, Path]:
-    from services.trainer.engine.errors import DatasetError
+    from services.common.errors import DatasetError
     from services.trainer.engine.sources import split_files
 
     try:
@@ -127,8 +127,8 @@ def _rows(path: Path) -> int:
 
 def _format_of(path: Path) -> str:
     """The engine format of the file's first row, after the engine's layout mapping ("" when unreadable)."""
+    from services.common.errors import DatasetError
     from services.trainer.engine.datasets import FORMATS
-    from services.trainer.engine.errors import DatasetError
     from services.trainer.engine.layouts import Columns, normalize
     from services.trainer.engine.sources import read_rows
 
@@ -227,8 +227,8 @@ def validate_dataset(path: Path, max_problems: int = 50) -> tuple[bool, list[Dat
 
 def _validate_table(file: Path, add) -> bool:
     """A parquet/arrow/json/csv split, row by row, through the engine's reader, layouts and record rules."""
+    from services.common.errors import DatasetError
     from services.trainer.engine.datasets import check_record, detect_format
-    from services.trainer.engine.errors import DatasetError
     from services.trainer.engine.layouts import Columns, normalize
     from services.trainer.engine.sources import read_rows
 
