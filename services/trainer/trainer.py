@@ -173,7 +173,11 @@ class Trainer:
         experiment_id: str = "",
         labels: dict | None = None,
     ) -> RunRecord:
-        checked = check_spec(spec, self.roots)
+        # A run the gateway placed here is checked once, from its record, against this machine's roots
+        # (below); the request carries the same spec, so it is not checked as well.
+        before = self._existing(run_id) if run_id else None
+        placed_here = before is not None and before.status == "PLACED" and before.trainer == self.id
+        checked = None if placed_here else check_spec(spec, self.roots)
         run_id = check_id(run_id, "run_id") if run_id else new_id("r")
         check_name(name)
         labels = check_labels(labels or {})
@@ -183,6 +187,8 @@ class Trainer:
             self._check_open()
             self._check_free_slot()
             existing = self._existing(run_id)
+            if existing is None or existing.status == "QUEUED":
+                checked = checked or check_spec(spec, self.roots)
             if existing is None:
                 record = RunRecord(
                     id=run_id, spec=checked.submitted, name=name, experiment_id=experiment_id, labels=labels
@@ -198,7 +204,7 @@ class Trainer:
                     reason=f"taken by trainer {self.id}",
                 )
             elif existing.status == "PLACED" and existing.trainer == self.id:
-                # Placed here by the gateway: run what was recorded, checked again on this machine.
+                # Placed here by the gateway: run what was recorded, checked on this machine.
                 checked = self._recheck(existing)
             else:
                 raise FailedPrecondition(
