@@ -81,7 +81,7 @@ run: setup
 stop:
 	@if [ -x $(PY) ]; then $(PY) -m services.launcher stop; else echo "nothing to stop (no venv)"; fi
 
-bench: setup bench-optimizer bench-engine
+bench: setup bench-optimizer bench-engine bench-scaling
 
 # Our LoRA/DoRA/QLoRA/full step against mlx_lm's CLI and PyTorch+PEFT, run with OPENBLAS_CORETYPE as this
 # machine sets it and unset; results in bench/results/engine.{json,md}. torch and peft: the `torch` extra (CPU torch).
@@ -90,6 +90,11 @@ bench-engine: setup torch-extra
 	LD_PRELOAD=$$($(PY) -m services.trainer.engine.blas) $(PY) -m bench.engine $(BENCH_ENGINE_ARGS)
 	LD_PRELOAD=$$($(PY) -m services.trainer.engine.blas) env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
 		$(PY) -m bench.engine $(BENCH_ENGINE_ARGS)
+
+# The gateway's placement latency with 2 and 8 registered trainers; results in bench/results/scaling.{json,md}.
+.PHONY: bench-scaling
+bench-scaling: venv
+	$(PY) -m bench.scaling
 
 # Suggest vs random, Optuna (TPE, GP) and scikit-optimize; results in bench/results/optimizer.{json,md}.
 # The baselines are bench-only: installed here, never in pyproject.toml (GPSampler needs torch, CPU build).
