@@ -11,7 +11,7 @@ from scipy import stats
 
 from services.comparator.backends.local import LocalRunner
 from services.comparator.pruning import PruningRule, judge
-from services.comparator.report import RunData, comparison_report, study_report, to_markdown
+from services.comparator.report import RunData, comparison_report, study_report, to_html, to_markdown
 from services.comparator.state import Cell, ExperimentRecord, ExperimentStore, LeaseLost, TrialRecord
 from services.comparator.statistics import holm, paired_t, pareto_front, summarize
 
@@ -124,6 +124,38 @@ def test_comparison_report_rows_tests_and_markdown():
     assert "| lora | mlx | 3 |" in markdown and "1.1000 ± " in markdown
     assert "out of memory" in markdown and "![pareto](pareto.png)" in markdown
     assert report.to_json()["rows"][0]["label"] == "lora"
+
+
+def test_two_seed_report_clips_intervals_shows_digits_and_caveats_significance():
+    """Two seeds: Student t's 12.7 makes a time's interval cross 0 (shown clipped, and the Pareto plot's
+    bars stop at 0); a tiny but consistent loss difference is "significant" with a caveat and enough digits;
+    report.html is the Markdown rendered, not its source."""
+    from services.comparator import plots
+
+    arms = [
+        {"name": "lora", "overrides": {"method": "lora"}},
+        {"name": "dora", "overrides": {"method": "dora"}},
+    ]
+    runs = [_run("lora", s, v) for s, v in ((0, 1.23450), (1, 1.23460))]
+    runs += [_run("dora", s, v) for s, v in ((0, 1.23480), (1, 1.23491))]
+    for run in runs:
+        run.metrics["wall_seconds"] = 200.0 + 60.0 * run.seed  # 200 and 260 s: half-width 381 s
+    report = comparison_report({"id": "x-2", "status": "SUCCEEDED", "seeds": [0, 1]}, arms, runs, [])
+    markdown = to_markdown(report)
+    lora = next(line for line in markdown.splitlines() if line.startswith("| lora |"))
+    assert "230.0 [0.0, 611.2]" in lora  # clipped at 0, not "230.0 ± 381.2"
+    assert "1.23455 ± 0.00064" in lora  # two significant digits of the half-width, not "1.2346 ± 0.0006"
+    (test,) = [t for t in report.tests if t.metric == "best_valid_loss"]
+    assert test.n == 2 and test.significant, test
+    assert "| **yes** (few seeds\\*) |" in markdown and "Fewer than 5 seeds" in markdown
+    assert f"{test.mean_difference:+.4g}" in markdown and "+-0.0003" not in markdown
+    pareto = plots.pareto(report)
+    for point in __import__("json").loads(pareto.data_json):
+        assert point["wall_seconds_low"] == 0.0 and point["wall_seconds_high"] > point["wall_seconds"]
+
+    page = to_html(report, markdown, {})
+    assert "<strong>SUCCEEDED</strong>" in page and "<code>x-2</code>" in page and "<table>" in page
+    assert "**" not in page and "`" not in page and "|---" not in page
 
 
 def test_study_report_best_trial():

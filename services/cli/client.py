@@ -1,43 +1,25 @@
-"""The CLI's connection to the gateway (a stub with the token and deadlines), its console, and the spec files
-its commands read; shared by main.py and experiments.py so neither imports the other."""
+"""The CLI's console and the spec files its commands read; shared by main.py and experiments.py so neither
+imports the other. The connection to the gateway is the Python client's (services/client)."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 RECONNECT_SECONDS = 60.0
-
-
-# ---- the gateway client ---------------------------------------------------------------------------------
-
-
-class Client:
-    """Thin wrapper over the gateway stub: every call carries the token and a deadline."""
-
-    def __init__(self, address: str, token: str, timeout: float = 30.0):
-        import grpc
-        from peftlab.v1 import gateway_pb2_grpc
-
-        self.address = address
-        self.channel = grpc.insecure_channel(address)
-        self.stub = gateway_pb2_grpc.GatewayStub(self.channel)
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self.timeout = timeout
-
-    def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
-        return getattr(self.stub, method)(request, timeout=timeout or self.timeout, metadata=self.metadata)
-
-    def stream(self, method: str, request: Any, timeout: float = 7 * 24 * 3600.0) -> Iterator[Any]:
-        return getattr(self.stub, method)(request, timeout=timeout, metadata=self.metadata)
+PIPE_WIDTH = 10_000  # columns when stdout is not a terminal: wide enough that no table is cut
 
 
 def make_console(stderr: bool = False):
+    """Rich output. Into a pipe or a file (no terminal) nothing is cut to 80 columns: lines are as long as
+    their content, so `peftlab run list | grep` sees whole ids and names."""
+    import sys
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else PIPE_WIDTH
+    return Console(stderr=stderr, highlight=False, width=width, soft_wrap=width is not None)
 
 
 # ---- run spec files ---------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ gateway, follow it, and print (and save) its report.
 
     peftlab compare --methods lora,dora,qlora,full --iters 60 --seeds 0,1 [--torch lora] [--out DIR]
     peftlab study --trials 12 --parallelism 2 --methods lora,dora [--prune median] [--out DIR]
+    peftlab experiment list | watch ID [--out DIR] | report ID [--out DIR] | cancel ID
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from services.cli.client import RECONNECT_SECONDS, load_spec, make_console
-
 DEFAULT_METHODS = "lora,dora,qlora,full"
+REATTACH = (
+    "It runs on the comparator: if this command stops, `peftlab experiment watch {id}` follows it again, "
+    "`peftlab experiment report {id} --out DIR` fetches its report."
+)
 
 
 def _base_spec(args: argparse.Namespace):
@@ -23,6 +26,7 @@ def _base_spec(args: argparse.Namespace):
     import yaml
     from peftlab.v1 import common_pb2
 
+    from services.cli.client import load_spec
     from services.common.codec import fill
 
     spec = load_spec(args.config) if args.config else common_pb2.RunSpec()
@@ -63,56 +67,33 @@ def _status(value: int) -> str:
 
 
 def follow(client, experiment_id: str) -> str:
-    """Print the experiment's events until it ends (reconnecting from the last event if the gateway goes
-    away); its final status."""
-    import grpc
-    from peftlab.v1 import comparator_pb2
-
+    """Print the experiment's events until it ends (the client re-attaches from the last event if the gateway
+    or the comparator goes away); its final status. From the start, so a re-attach replays what it missed."""
+    from services.cli.client import make_console as _console
     from services.common.status_names import trial_status_name
 
-    console = make_console()
-    after, status, lost_since = "", "RUNNING", 0.0
+    console = _console()
+    status = "RUNNING"
     started = time.monotonic()
-    while True:
-        try:
-            request = comparator_pb2.WatchExperimentRequest(experiment_id=experiment_id, after_event_id=after)
-            for response in client.stream("WatchExperiment", request):
-                event = response.event
-                after, lost_since = event.id, 0.0
-                kind = event.WhichOneof("payload")
-                clock = f"[dim]{time.monotonic() - started:6.0f}s[/]"
-                if kind == "status":
-                    status = _status(event.status)
-                    console.print(f"{clock} experiment [bold]{status}[/]")
-                elif kind == "run_submitted":
-                    console.print(f"{clock} run {event.run_submitted} submitted")
-                elif kind == "run_finished":
-                    console.print(f"{clock} run {event.run_finished} ended")
-                elif kind == "trial":
-                    trial = event.trial
-                    state = trial_status_name(trial.status)
-                    params = ", ".join(f"{k}={_value(v)}" for k, v in sorted(trial.params.items()))
-                    values = ", ".join(f"{k}={v:.4g}" for k, v in trial.values.items())
-                    console.print(
-                        f"{clock} trial {state.lower()}: {params}" + (f" -> {values}" if values else "")
-                    )
-                elif kind == "log":
-                    console.print(f"{clock} [yellow]{event.log}[/]")
-            if status != "RUNNING":
-                return status
-            time.sleep(1.0)  # the stream ended early (a comparator restarting): follow on from the last event
-        except grpc.RpcError as exc:
-            reconnect = (
-                grpc.StatusCode.UNAVAILABLE,
-                grpc.StatusCode.CANCELLED,
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-            )
-            if exc.code() not in reconnect:
-                raise
-            lost_since = lost_since or time.monotonic()
-            if time.monotonic() - lost_since > RECONNECT_SECONDS:
-                raise
-            time.sleep(2.0)
+    for event in client.watch_experiment(experiment_id):
+        kind = event.WhichOneof("payload")
+        clock = f"[dim]{time.monotonic() - started:6.0f}s[/]"
+        if kind == "status":
+            status = _status(event.status)
+            console.print(f"{clock} experiment [bold]{status}[/]")
+        elif kind == "run_submitted":
+            console.print(f"{clock} run {event.run_submitted} submitted")
+        elif kind == "run_finished":
+            console.print(f"{clock} run {event.run_finished} ended")
+        elif kind == "trial":
+            trial = event.trial
+            state = trial_status_name(trial.status)
+            params = ", ".join(f"{k}={_value(v)}" for k, v in sorted(trial.params.items()))
+            values = ", ".join(f"{k}={v:.4g}" for k, v in trial.values.items())
+            console.print(f"{clock} trial {state.lower()}: {params}" + (f" -> {values}" if values else ""))
+        elif kind == "log":
+            console.print(f"{clock} [yellow]{event.log}[/]")
+    return _status(client.experiment(experiment_id).status)
 
 
 def _value(v) -> str:
@@ -122,20 +103,21 @@ def _value(v) -> str:
 
 
 def show_report(client, experiment_id: str, out: Path | None) -> None:
-    """Print the report's tables; save its files to `out` when given (the comparator writes them under its
-    own experiments root too)."""
-    from peftlab.v1 import comparator_pb2
+    """Print the report's tables; save its files (report.md, .json, .html, the plots) to `out` when given (the
+    comparator writes them under its own experiments root too)."""
     from rich.markdown import Markdown
 
-    report = client.call(
-        "GetReport", comparator_pb2.GetReportRequest(experiment_id=experiment_id), timeout=300
-    ).report
-    console = make_console()
+    from services.cli.client import make_console as _console
+
+    report = client.report(experiment_id)
+    console = _console()
     console.print(Markdown(report.markdown))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.md").write_text(report.markdown)
         (out / "report.json").write_text(report.json)
+        if report.html:
+            (out / "report.html").write_text(report.html)
         for plot in report.plots:
             (out / f"{plot.name}.png").write_bytes(plot.png)
         console.print(f"report saved to {out}")
@@ -144,6 +126,8 @@ def show_report(client, experiment_id: str, out: Path | None) -> None:
 
 def cmd_compare(client, args: argparse.Namespace) -> int:
     from peftlab.v1 import common_pb2, comparator_pb2
+
+    from services.cli.client import make_console as _console
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     torch_methods = [m.strip() for m in (args.torch or "").split(",") if m.strip()]
@@ -164,7 +148,8 @@ def cmd_compare(client, args: argparse.Namespace) -> int:
         time_budget_seconds=args.time_budget or 0.0,
     )
     experiment = client.call("StartComparison", request).experiment
-    make_console().print(f"comparison [bold]{experiment.id}[/]: {experiment.total_runs} runs")
+    _console().print(f"comparison [bold]{experiment.id}[/]: {experiment.total_runs} runs")
+    _console().print(f"[dim]{REATTACH.format(id=experiment.id)}[/]")
     return _finish(client, experiment.id, args)
 
 
@@ -200,6 +185,8 @@ def _space(args: argparse.Namespace):
 def cmd_study(client, args: argparse.Namespace) -> int:
     from peftlab.v1 import comparator_pb2, optimizer_pb2
 
+    from services.cli.client import make_console as _console
+
     objectives = []
     for text in args.objective or ["best_valid_loss"]:
         name, _, direction = text.partition(":")
@@ -228,23 +215,63 @@ def cmd_study(client, args: argparse.Namespace) -> int:
     )
     experiment = client.call("StartStudy", request).experiment
     space = json.dumps([p.name for p in request.space.parameters])
-    make_console().print(f"study [bold]{experiment.id}[/]: {args.trials} trials over {space}")
+    _console().print(f"study [bold]{experiment.id}[/]: {args.trials} trials over {space}")
+    _console().print(f"[dim]{REATTACH.format(id=experiment.id)}[/]")
     return _finish(client, experiment.id, args)
 
 
 def _finish(client, experiment_id: str, args: argparse.Namespace) -> int:
+    from services.cli.client import make_console as _console
 
     if args.no_wait:
         return 0
     tic = time.monotonic()
     status = follow(client, experiment_id)
-    make_console().print(f"{status} after {time.monotonic() - tic:.0f} s")
+    _console().print(f"{status} after {time.monotonic() - tic:.0f} s")
     show_report(client, experiment_id, Path(args.out) if args.out else None)
     return 0 if status == "SUCCEEDED" else 1
 
 
+def cmd_experiment_list(client, args: argparse.Namespace) -> int:
+    from peftlab.v1 import comparator_pb2
+    from rich.table import Table
+
+    from services.cli.client import make_console as _console
+
+    table = Table("id", "kind", "name", "status", "runs", "created")
+    for e in client.experiments(args.limit):
+        kind = "study" if e.kind == comparator_pb2.EXPERIMENT_KIND_STUDY else "comparison"
+        table.add_row(
+            e.id, kind, e.name, _status(e.status), f"{e.finished_runs}/{e.total_runs}", _created(e.created_at)
+        )
+    _console().print(table)
+    return 0
+
+
+def _created(ts) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts.seconds)) if ts.seconds else ""
+
+
+def cmd_experiment_watch(client, args: argparse.Namespace) -> int:
+    """Re-attach to a comparison or study (running or not): its events from the start, then its report."""
+    return _finish(client, args.experiment_id, args)
+
+
+def cmd_experiment_report(client, args: argparse.Namespace) -> int:
+    show_report(client, args.experiment_id, Path(args.out) if args.out else None)
+    return 0
+
+
+def cmd_experiment_cancel(client, args: argparse.Namespace) -> int:
+    from services.cli.client import make_console as _console
+
+    experiment = client.cancel_experiment(args.experiment_id)
+    _console().print(f"{experiment.id}: {_status(experiment.status)}")
+    return 0
+
+
 def add_commands(commands) -> None:
-    """Register `compare` and `study` on the `peftlab` parser's subcommands."""
+    """Register `compare`, `study` and `experiment` on the `peftlab` parser's subcommands."""
 
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--config", type=Path, help="YAML file of base RunSpec fields")
@@ -263,7 +290,7 @@ def add_commands(commands) -> None:
         )
         parser.add_argument("--trainer", help="preferred trainer id")
         parser.add_argument("--name", help="experiment label")
-        parser.add_argument("--out", help="also save the report (md, json, png) in this dir")
+        parser.add_argument("--out", help="also save the report (md, html, json, png) in this dir")
         parser.add_argument("--no-wait", action="store_true", help="start it and return")
 
     compare = commands.add_parser("compare", help="compare methods side by side over seeds, with a report")
@@ -294,3 +321,21 @@ def add_commands(commands) -> None:
     study.add_argument("--seed", type=int, default=0, help="the optimizer's seed")
     common(study)
     study.set_defaults(handler=cmd_study)
+
+    experiment = commands.add_parser(
+        "experiment", help="comparisons and studies already started: list, re-attach, report, cancel"
+    ).add_subparsers(dest="experiment_command", required=True)
+    listing = experiment.add_parser("list", help="experiments, newest first")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(handler=cmd_experiment_list)
+    for name, handler, text in (
+        ("watch", cmd_experiment_watch, "follow one until it ends (from its first event), then its report"),
+        ("report", cmd_experiment_report, "its report now (partial while it runs)"),
+    ):
+        sub = experiment.add_parser(name, help=text)
+        sub.add_argument("experiment_id")
+        sub.add_argument("--out", help="also save the report (md, html, json, png) in this dir")
+        sub.set_defaults(handler=handler, no_wait=False)
+    cancel = experiment.add_parser("cancel", help="cancel one (its running runs are cancelled)")
+    cancel.add_argument("experiment_id")
+    cancel.set_defaults(handler=cmd_experiment_cancel)

@@ -15,10 +15,24 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from services.cli.client import RECONNECT_SECONDS, Client, load_spec, make_console
+if TYPE_CHECKING:
+    from services.client import Client
+
+from services.cli.client import RECONNECT_SECONDS, load_spec, make_console
 
 EXIT_ERROR = 2  # a call failed (bad input, unreachable gateway); 1 = the run itself failed or was cancelled
+_console = make_console
+
+
+def to_json(message) -> str:
+    """A message as JSON with every field, zeros and empty values included: a script reading it finds each key."""
+    from google.protobuf import json_format
+
+    return json_format.MessageToJson(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
 
 
 def _status_name(value: int) -> str:
@@ -51,32 +65,60 @@ def report_to(value: str | None) -> list[str]:
 
 
 def cmd_submit(client: Client, args: argparse.Namespace) -> int:
-    from peftlab.v1 import common_pb2, gateway_pb2
-
+    labels = {}
+    for item in args.label or []:
+        key, _, value = item.partition("=")
+        labels[key] = value
     spec = load_spec(args.spec)
     if args.report_to:
         spec.report_to[:] = report_to(args.report_to)
-    request = gateway_pb2.SubmitRunRequest(
-        spec=spec,
+    run = client.submit(
+        spec,
         name=args.name or args.spec.stem,
-        placement=common_pb2.Placement(device=args.device or "", trainer_id=args.trainer or ""),
+        labels=labels,
+        device=args.device or "",
+        trainer=args.trainer or "",
     )
-    for item in args.label or []:
-        key, _, value = item.partition("=")
-        request.labels[key] = value
-    run = client.call("SubmitRun", request).run
-    where = f"on trainer {run.trainer_id}" if run.trainer_id else "(queued: no trainer has a free slot)"
-    make_console().print(f"run [bold]{run.id}[/] {_status_name(run.status)} {where}")
+    console = _console()
+    if run.trainer_id:
+        console.print(f"run [bold]{run.id}[/] {_status_name(run.status)} on trainer {run.trainer_id}")
+    else:
+        console.print(f"run [bold]{run.id}[/] {_status_name(run.status)}: {queue_text(client, run.id)}")
     if args.watch:
         return watch(client, run.id)
     return 0
 
 
+def queue_text(client: Client, run_id: str) -> str:
+    """Where a queued run stands: its place in the first-come queue and why it waits."""
+    place, length = client.queue_position(run_id)
+    if not place:
+        return "waiting for a trainer"
+    try:
+        trainers = client.status().trainers
+    except Exception:  # the place is what matters; the slot count is a courtesy
+        trainers = []
+    slots = sum(t.slots for t in trainers)
+    busy = sum(t.busy_slots for t in trainers)
+    why = (
+        "no trainer is registered (start one: `make run`, or `python -m services.trainer`)"
+        if not trainers
+        else f"all {slots} trainer slot{'s' * (slots != 1)} busy ({busy}/{slots})"
+        if busy >= slots
+        else "waiting for a trainer that matches its placement"
+    )
+    ahead = f"{place - 1} run{'s' * (place != 2)} ahead" if place > 1 else "next to start"
+    return f"queued {_ordinal(place)} of {length} ({ahead}); {why}"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def watch(client: Client, run_id: str, after: str = "") -> int:
-    """Follow a run's events with a live progress bar; reconnects (from the last event) if the gateway goes
-    away, and returns 0 when the run SUCCEEDED, 1 when it FAILED or was CANCELLED."""
-    import grpc
-    from peftlab.v1 import trainer_pb2
+    """Follow a run's events with a live progress bar (the client reconnects from the last event if the
+    gateway goes away); returns 0 when the run SUCCEEDED, 1 when it FAILED or was CANCELLED."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -86,7 +128,7 @@ def watch(client: Client, run_id: str, after: str = "") -> int:
         TimeRemainingColumn,
     )
 
-    console = make_console()
+    console = _console()
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -97,30 +139,10 @@ def watch(client: Client, run_id: str, after: str = "") -> int:
         console=console,
     )
     task = progress.add_task(run_id, total=None, loss="-", valid="-", tps="-")
-    final = ""
-    lost_since = 0.0
     with progress:
-        while True:
-            try:
-                for response in client.stream(
-                    "WatchRun", trainer_pb2.WatchRunRequest(run_id=run_id, after_event_id=after)
-                ):
-                    event = response.event
-                    after = event.id
-                    lost_since = 0.0
-                    final = _show_event(progress, task, event) or final
-                break
-            except grpc.RpcError as exc:
-                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-                    raise
-                lost_since = lost_since or time.monotonic()
-                if time.monotonic() - lost_since > RECONNECT_SECONDS:
-                    raise
-                progress.console.print(
-                    f"[yellow]gateway unavailable; reconnecting from event {after or 'start'}[/]"
-                )
-                time.sleep(2.0)
-    run = client.call("GetRun", trainer_pb2.GetRunRequest(run_id=run_id)).run
+        for event in client.watch(run_id, after, reconnect_s=RECONNECT_SECONDS):
+            _show_event(progress, task, event)
+    run = client.get(run_id)
     _print_outcome(console, run)
     return 0 if _status_name(run.status) == "SUCCEEDED" else 1
 
@@ -186,29 +208,28 @@ def cmd_watch(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_list(client: Client, args: argparse.Namespace) -> int:
-    from peftlab.v1 import trainer_pb2
     from rich.table import Column, Table
 
-    from services.common.status_names import RUN_STATUSES
+    from services.client import status_value
 
-    statuses = []
-    for name in args.status or []:
-        if name.upper() not in RUN_STATUSES:
-            raise SystemExit(f"error: unknown status {name!r}")
-        statuses.append(RUN_STATUSES[name.upper()])
-    reply = client.call("ListRuns", trainer_pb2.ListRunsRequest(page_size=args.limit, statuses=statuses))
+    try:
+        statuses = [status_value(name) for name in args.status or []]
+    except ValueError as exc:
+        raise SystemExit(f"error: --status: {exc}") from None
+    runs = client.runs(statuses, limit=args.limit)
+    if args.output == "json":
+        print("[" + ",\n".join(to_json(run) for run in runs) + "]")
+        return 0
+    wide = args.output == "wide"
     # Ids are what people copy into the next command: never wrapped or cut; other columns give way.
-    id_width = max([len(r.id) for r in reply.runs] + [2])
-    table = Table(
-        Column("id", no_wrap=True, min_width=id_width),
-        *(
-            Column(name, no_wrap=True)
-            for name in ("name", "status", "trainer", "step", "loss", "valid", "created")
-        ),
-    )
-    for run in reply.runs:
+    id_width = max([len(r.id) for r in runs] + [2])
+    names = ["name", "status", "trainer", "step", "loss", "valid", "created"]
+    if wide:
+        names += ["method", "model", "data", "exact match", "tok/s", "wall", "experiment"]
+    table = Table(Column("id", no_wrap=True, min_width=id_width), *(Column(n, no_wrap=True) for n in names))
+    for run in runs:
         p = run.progress
-        table.add_row(
+        cells = [
             run.id,
             run.name,
             _status_name(run.status),
@@ -217,50 +238,62 @@ def cmd_list(client: Client, args: argparse.Namespace) -> int:
             _num(p.train_loss, ".3f"),
             _num(p.valid_loss, ".3f"),
             _age(run.created_at),
-        )
-    make_console().print(table)
-    if reply.next_page_token:
-        make_console().print(f"[dim](more: --limit {args.limit * 2})[/]")
+        ]
+        if wide:
+            m = run.metrics
+            cells += [
+                run.spec.method or "lora",
+                run.spec.model or "(default)",
+                run.spec.data or "(default)",
+                f"{m.task.exact_match:.1%}" if m.task.HasField("exact_match") else "",
+                f"{m.tokens_per_second:,.0f}" if m.tokens_per_second else "",
+                f"{m.wall_seconds:.1f}s" if m.wall_seconds else "",
+                run.experiment_id,
+            ]
+        table.add_row(*cells)
+    _console().print(table)
+    if len(runs) >= args.limit:
+        _console().print(f"[dim](maybe more: --limit {args.limit * 2})[/]")
     return 0
 
 
 def cmd_get(client: Client, args: argparse.Namespace) -> int:
-    from google.protobuf import json_format
-    from peftlab.v1 import trainer_pb2
-
-    run = client.call("GetRun", trainer_pb2.GetRunRequest(run_id=args.run_id)).run
-    print(json_format.MessageToJson(run, preserving_proto_field_name=True))
+    print(to_json(client.get(args.run_id)))
     return 0
 
 
 def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
-    from peftlab.v1 import trainer_pb2
-
-    run = client.call(
-        "CancelRun", trainer_pb2.CancelRunRequest(run_id=args.run_id, reason=args.reason or "")
-    ).run
-    make_console().print(
+    run = client.cancel(args.run_id, args.reason or "")
+    _console().print(
         f"run {run.id}: {_status_name(run.status)} (a running run checkpoints, then becomes CANCELLED)"
     )
     return 0
 
 
 def cmd_resume(client: Client, args: argparse.Namespace) -> int:
-    from peftlab.v1 import trainer_pb2
-
-    run = client.call("ResumeRun", trainer_pb2.ResumeRunRequest(run_id=args.run_id)).run
-    make_console().print(
+    run = client.resume(args.run_id)
+    _console().print(
         f"run {run.id}: {_status_name(run.status)}" + (f" on {run.trainer_id}" if run.trainer_id else "")
     )
     return watch(client, run.id, run.progress.last_event_id) if args.watch else 0
 
 
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
-    from peftlab.v1 import gateway_pb2
     from rich.table import Table
 
-    status = client.call("GetStatus", gateway_pb2.GetStatusRequest(), timeout=10)
-    console = make_console()
+    from services.client import UnavailableError
+
+    console = _console()
+    try:
+        status = client.call("GetStatus", _status_request(), timeout=10)
+    except UnavailableError as error:
+        from services.cli.status import direct_status
+
+        console.print(
+            f"[red]the gateway at {client.address} does not answer[/] ({error.code.name}); "
+            "what this machine can still reach:"
+        )
+        status = direct_status(client.address, error.code.name)
     services = Table("service", "address", "health", title=f"peftlab {status.version}")
     for s in status.services:
         services.add_row(s.name, s.address, "[green]ok[/]" if s.healthy else f"[red]down[/] {s.detail}")
@@ -287,6 +320,12 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     return 0 if all(s.healthy for s in status.services if s.name in ("gateway", "redis")) else 1
 
 
+def _status_request():
+    from peftlab.v1 import gateway_pb2
+
+    return gateway_pb2.GetStatusRequest()
+
+
 # ---- argument parsing ---------------------------------------------------------------------------------------
 
 
@@ -294,11 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="peftlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--gateway", help="gateway host:port (PEFTLAB_GATEWAY, default 127.0.0.1:50051)")
     parser.add_argument(
-        "--gateway", default=os.environ.get("PEFTLAB_GATEWAY", "127.0.0.1:50051"), help="gateway host:port"
-    )
-    parser.add_argument(
-        "--token", default=os.environ.get("PEFTLAB_API_TOKEN", ""), help="bearer token (PEFTLAB_API_TOKEN)"
+        "--token",
+        help="bearer token (default PEFTLAB_API_TOKEN, or the file named by PEFTLAB_API_TOKEN_FILE)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -330,8 +368,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing = run.add_parser("list", help="runs, newest first")
     listing.add_argument("--status", action="append", help="only this status (repeatable), e.g. running")
     listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument(
+        "--output",
+        choices=["table", "wide", "json"],
+        default="table",
+        help="table (default), wide (with method, model, data, exact match, speed) or json (every field)",
+    )
     listing.set_defaults(handler=cmd_list)
-    get = run.add_parser("get", help="one run as JSON")
+    get = run.add_parser("get", help="one run as JSON (every field, zeros included)")
     get.add_argument("run_id")
     get.set_defaults(handler=cmd_get)
     cancel = run.add_parser("cancel", help="cancel a run (it keeps its newest checkpoint)")
@@ -367,23 +411,34 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "local", None):
         return args.local(args)
-    import grpc
+    from services.client import Client, GatewayError
 
-    client = Client(args.gateway, args.token)
+    try:
+        client = Client(args.gateway, token=args.token)
+    except ValueError as exc:  # a token file or TLS setting that cannot be read
+        raise SystemExit(f"error: {exc}") from None
     try:
         return args.handler(client, args)
-    except grpc.RpcError as exc:
+    except GatewayError as error:
         hint = (
-            " (is the gateway running? `make run` starts it)"
-            if exc.code() == grpc.StatusCode.UNAVAILABLE
+            " (is the gateway running? `make run` starts it; `peftlab status` shows what is up)"
+            if error.code.name == "UNAVAILABLE"
             else ""
         )
-        make_console(stderr=True).print(f"[red]error[/] {exc.code().name}: {exc.details()}{hint}")
+        from rich.markup import escape
+
+        _console(stderr=True).print(f"[red]error[/] {error.code.name}: {escape(error.details)}{hint}")
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`peftlab run get ID | head`): stop quietly, as `cat` would; Python would
+        # otherwise print a second error flushing stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer that lost its pipe
     finally:
-        client.channel.close()
+        client.close()
 
 
 if __name__ == "__main__":

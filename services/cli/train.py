@@ -56,7 +56,47 @@ def build_spec(args: argparse.Namespace):
         if not sep:
             raise SystemExit(f"--set expects FIELD=VALUE, got {item!r}")
         values[key.strip()] = value.strip()
+    if values.get("model"):
+        values["model"] = resolve_local(str(values["model"]), "model")
+    if values.get("data"):
+        values["data"] = resolve_local(str(values["data"]), "data")
     return RunSpec.from_dict(values)
+
+
+def resolve_local(value: str, kind: str) -> str:
+    """A model or dataset named the way the services take it (a dir under PEFTLAB_MODELS_ROOT /
+    PEFTLAB_DATA_ROOT, default var/models and var/data), or a path on this machine. A name found nowhere
+    fails here, naming where it looked, so it never reaches mlx_lm as a Hugging Face Hub id; only a
+    `user/repo` name that is not a local dir is passed on for the hub."""
+    import os
+
+    from services.common import paths
+    from services.common.errors import ServiceError
+    from services.common.validation import Roots, dataset_dir, model_dir
+
+    given = Path(value).expanduser()
+    marker = "config.json" if kind == "model" else "train.jsonl"
+    if (given / marker).is_file():
+        return str(given.resolve())
+    models = os.environ.get("PEFTLAB_MODELS_ROOT") or paths.models_dir()
+    data = os.environ.get("PEFTLAB_DATA_ROOT") or paths.data_dir()
+    roots = Roots.from_paths(Path(models), Path(data), paths.runs_dir())
+    try:
+        found = (model_dir if kind == "model" else dataset_dir)(value, roots, f"--{kind}")
+        return str(found)
+    except ServiceError as exc:
+        if (
+            kind == "model"
+            and value.count("/") == 1
+            and not given.exists()
+            and not value.startswith((".", "/"))
+        ):
+            return value  # a hub id (user/repo): mlx_lm downloads it where the hub is reachable
+        root = roots.models if kind == "model" else roots.data
+        raise SystemExit(
+            f"error: --{kind} {value!r}: not a {kind} dir here ({given.resolve()}) nor under {root} "
+            f"({exc.message})"
+        ) from None
 
 
 class ProgressBar:

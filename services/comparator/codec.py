@@ -183,6 +183,7 @@ def report_to_proto(files: ReportFiles) -> pb.Report:
         notes=report.notes,
         directory=files.directory,
         json=files.json_text,
+        html=files.html,
     )
     for row in report.rows:
         out.rows.add(

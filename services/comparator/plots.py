@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .report import PARETO_AXES, ReportData  # noqa: E402
+from .report import PARETO_AXES, ReportData, interval  # noqa: E402
 
 # Beyond this many rows a study's curves are drawn thin and unlabelled.
 LEGEND_LIMIT = 12
@@ -80,10 +80,19 @@ def pareto(report: ReportData) -> Figure | None:
                 color="tab:red" if row.pareto else "tab:blue",
                 zorder=3,
             )
-            xerr = row.ci95.get(axis, 0.0) * scale
-            yerr = row.ci95.get(quality, 0.0)
-            if xerr or yerr:
-                ax.errorbar([x], [y], xerr=[xerr], yerr=[yerr], fmt="none", ecolor="gray", alpha=0.6)
+            # Error bars of the 95% intervals, clipped at 0: a time, a size or a loss is never negative.
+            x_low, x_high = interval(axis, row.mean[axis], row.ci95.get(axis, 0.0))
+            y_low, y_high = interval(quality, y, row.ci95.get(quality, 0.0))
+            if x_high > x_low or y_high > y_low:
+                ax.errorbar(
+                    [x],
+                    [y],
+                    xerr=[[x - x_low * scale], [x_high * scale - x]],
+                    yerr=[[y - y_low], [y_high - y]],
+                    fmt="none",
+                    ecolor="gray",
+                    alpha=0.6,
+                )
             if len(rows) <= LEGEND_LIMIT or row.pareto:
                 ax.annotate(row.label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
         # The 2-D front on this pair of axes, as a staircase.
@@ -96,6 +105,7 @@ def pareto(report: ReportData) -> Figure | None:
             xs, ys = zip(*front)
             ax.step(xs, ys, where="post", color="tab:red", alpha=0.4, linewidth=1)
         ax.set(xlabel=unit, ylabel="best validation loss", title=f"quality vs {unit.split(' (')[0]}")
+        ax.set_xlim(left=0)  # time and memory start at 0; an axis running below it invites misreading
         ax.grid(alpha=0.3)
     for row in rows:
         data.append(
@@ -104,6 +114,11 @@ def pareto(report: ReportData) -> Figure | None:
                 "pareto": row.pareto,
                 **{a: row.mean[a] for a in PARETO_AXES},
                 **{f"{a}_ci95": row.ci95.get(a) for a in PARETO_AXES},
+                **{
+                    f"{a}_{end}": value
+                    for a in PARETO_AXES
+                    for end, value in zip(("low", "high"), interval(a, row.mean[a], row.ci95.get(a, 0.0)))
+                },
             }
         )
     fig.suptitle(

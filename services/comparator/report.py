@@ -5,9 +5,9 @@ by plots.py from the same data)."""
 
 from __future__ import annotations
 
-import html
 import itertools
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,6 +39,8 @@ METRICS = (
 OBJECTIVES = frozenset(METRICS)
 # What the paired tests look at (where the runs have it).
 TESTED = ("best_valid_loss", "task.exact_match")
+# Below this many paired seeds, a "significant" difference gets a caveat in the report.
+FEW_PAIRS = 5
 # Pareto axes, all minimized: quality, wall time, memory.
 PARETO_AXES = ("best_valid_loss", "wall_seconds", "peak_memory_bytes")
 
@@ -340,18 +342,41 @@ _COLUMNS = (
 )
 
 
+def bounds(name: str) -> tuple[float, float]:
+    """Where a metric can lie: every report metric is >= 0 (losses, times, sizes, speeds), fractions <= 1."""
+    return (0.0, 1.0) if name.startswith("task.") else (0.0, math.inf)
+
+
+def interval(name: str, mean: float, half: float) -> tuple[float, float]:
+    """The 95% interval mean ± half, clipped to where the metric can lie: with 2 seeds the Student t
+    half-width (t = 12.7) easily exceeds the mean of a time, and a negative time reads as nonsense."""
+    low, high = bounds(name)
+    return max(low, mean - half), min(high, mean + half)
+
+
+def _precise(fmt: str, spread: float, scale: float) -> str:
+    """`fmt` with enough decimals that `spread` (an interval half-width) shows two significant digits, so
+    two rows whose intervals differ are not printed alike."""
+    match = re.search(r"\.(\d+)", fmt)
+    if not match or not spread or not math.isfinite(spread):
+        return fmt
+    shown = spread * scale * (100 if "%" in fmt else 1)
+    needed = min(8, max(int(match.group(1)), 1 - math.floor(math.log10(shown))))
+    return fmt[: match.start(1)] + str(needed) + fmt[match.end(1) :]
+
+
 def _cell(row: Row, name: str, fmt: str, scale: float) -> str:
     if name not in row.mean:
         return "-"
-    text = fmt.format(row.mean[name] * scale)
-    if name in row.ci95:
-        half = (
-            fmt.format(row.ci95[name] * scale).replace("%", "")
-            if "%" in fmt
-            else fmt.format(row.ci95[name] * scale)
-        )
-        text += f" ± {half}"
-    return text
+    mean = row.mean[name]
+    if name not in row.ci95:
+        return fmt.format(mean * scale)
+    half = row.ci95[name]
+    fmt = _precise(fmt, half, scale)
+    low, high = interval(name, mean, half)
+    if (low, high) != (mean - half, mean + half):  # clipped: the interval is no longer symmetric
+        return f"{fmt.format(mean * scale)} [{fmt.format(low * scale)}, {fmt.format(high * scale)}]"
+    return f"{fmt.format(mean * scale)} ± {fmt.format(half * scale).replace('%', '')}"
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -401,7 +426,8 @@ def to_markdown(report: ReportData, plots: Sequence[str] = ()) -> str:
         out.append("")
         out.append(
             "Mean over the seeds that produced metrics, ± the half-width of the 95% confidence interval "
-            "(Student t). Peak memory is what the backend measured (MLX: its allocator's peak; PyTorch on a "
+            "(Student t); where that interval would leave a metric's range (below 0 for a time or a size, "
+            "outside 0-100% for exact match) it is shown clipped, as [low, high]. Peak memory is what the backend measured (MLX: its allocator's peak; PyTorch on a "
             "CPU: the growth of the process's resident memory); predicted is the engine's memory model."
         )
     else:
@@ -429,18 +455,19 @@ def to_markdown(report: ReportData, plots: Sequence[str] = ()) -> str:
             "0.05. d_z = mean difference / standard deviation of the differences."
         )
         out.append("")
+        few = min(t.n for t in report.tests) < FEW_PAIRS
         rows = [
             [
                 t.a,
                 t.b,
                 t.metric,
                 str(t.n),
-                f"{t.mean_difference:+.4f}",
-                f"{t.statistic:.2f}",
+                f"{t.mean_difference:+.4g}",
+                f"{t.statistic:.3g}",
                 _fmt_p(t.p_value),
                 _fmt_p(t.p_adjusted),
-                f"{t.effect_size:.2f}",
-                "**yes**" if t.significant else "no",
+                f"{t.effect_size:.3g}",
+                ("**yes**" + (" (few seeds\\*)" if t.n < FEW_PAIRS else "")) if t.significant else "no",
             ]
             for t in report.tests
         ]
@@ -450,6 +477,14 @@ def to_markdown(report: ReportData, plots: Sequence[str] = ()) -> str:
             )
         )
         out.append("")
+        if few:
+            out.append(
+                f"\\* Fewer than {FEW_PAIRS} seeds: a paired t-test on {min(t.n for t in report.tests)} pairs "
+                "rests on one or two differences and their spread, so a small p can come from a spread "
+                "that happens to be tiny. Read these as a hint and rerun with 5 or more seeds before "
+                "calling a difference real."
+            )
+            out.append("")
     if report.failures:
         out.append("## Runs that failed")
         out.append("")
@@ -474,41 +509,23 @@ def to_markdown(report: ReportData, plots: Sequence[str] = ()) -> str:
 
 
 def to_html(report: ReportData, markdown: str, images: dict[str, str]) -> str:
-    """A self-contained page: the Markdown's text in <pre> blocks per section, tables as HTML, plots inline
-    (base64 PNG), so it opens anywhere without the files beside it."""
-    parts = [
-        "<!doctype html><meta charset='utf-8'>",
-        f"<title>{html.escape(report.name or report.experiment_id)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}</style>",
-    ]
-    in_table = False
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split(" | ")]
-            if set(line) <= {"|", "-"}:
-                continue
-            if not in_table:
-                parts.append("<table>")
-                tag, in_table = "th", True
-            else:
-                tag = "td"
-            parts.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
-            continue
-        if in_table:
-            parts.append("</table>")
-            in_table = False
-        if line.startswith("!["):
-            name = line[2 : line.index("]")]
-            if name in images:
-                parts.append(
-                    f"<p><img alt='{html.escape(name)}' src='data:image/png;base64,{images[name]}'></p>"
-                )
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            parts.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
-        elif line.strip():
-            parts.append(f"<p>{html.escape(line)}</p>")
-    if in_table:
-        parts.append("</table>")
-    return "\n".join(parts)
+    """A self-contained page: the Markdown rendered (markdown-it, CommonMark with tables), plots inline as
+    base64 PNG, so it opens anywhere without the files beside it."""
+    import html
+
+    from markdown_it import MarkdownIt
+
+    for name, data in images.items():
+        markdown = markdown.replace(f"]({name}.png)", f"](data:image/png;base64,{data})")
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    return "\n".join(
+        [
+            "<!doctype html><meta charset='utf-8'>",
+            f"<title>{html.escape(report.name or report.experiment_id)}</title>",
+            "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;line-height:1.4}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+            "th{background:#eee}td:first-child{text-align:left}img{max-width:100%}"
+            "code{background:#f4f4f4;padding:0 3px}</style>",
+            body,
+        ]
+    )

@@ -3,6 +3,7 @@ as Markdown, JSON, HTML and figures under the experiments root."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from dataclasses import asdict, dataclass
@@ -28,6 +29,7 @@ class ReportFiles:
     json_text: str
     figures: list[plots.Figure]
     directory: str
+    html: str = ""  # report.html: the Markdown rendered, plots inline
 
 
 class Reporter:
@@ -90,22 +92,20 @@ class Reporter:
             figures = plots.figures(report)
             markdown = to_markdown(report, [f.name for f in figures])
             json_text = json.dumps(report.to_json(), indent=1, sort_keys=True)
+            page = to_html(report, markdown, {f.name: base64.b64encode(f.png).decode() for f in figures})
             if write:
-                self._write_files(directory, report, markdown, json_text, figures)
-        return ReportFiles(report, markdown, json_text, figures, str(directory))
+                self._write_files(directory, markdown, json_text, page, figures)
+        return ReportFiles(report, markdown, json_text, figures, str(directory), page)
 
     def _write_files(
-        self, directory: Path, report: ReportData, markdown: str, json_text: str, figures: list[plots.Figure]
+        self, directory: Path, markdown: str, json_text: str, page: str, figures: list[plots.Figure]
     ) -> None:
-        import base64
-
         directory.mkdir(parents=True, exist_ok=True)
         files = {"report.md": markdown.encode(), "report.json": json_text.encode()}
         for figure in figures:
             files[f"{figure.name}.png"] = figure.png
             files[f"{figure.name}.json"] = figure.data_json.encode()
-        images = {f.name: base64.b64encode(f.png).decode() for f in figures}
-        files["report.html"] = to_html(report, markdown, images).encode()
+        files["report.html"] = page.encode()
         for name, content in files.items():
             write_atomic(directory / name, content)
 

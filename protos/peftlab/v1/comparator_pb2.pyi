@@ -323,7 +323,7 @@ class Plot(_message.Message):
     def __init__(self, name: _Optional[str] = ..., title: _Optional[str] = ..., png: _Optional[bytes] = ..., data_json: _Optional[str] = ...) -> None: ...
 
 class Report(_message.Message):
-    __slots__ = ("experiment_id", "complete", "rows", "tests", "plots", "markdown", "failures", "notes", "directory", "json")
+    __slots__ = ("experiment_id", "complete", "rows", "tests", "plots", "markdown", "failures", "notes", "directory", "json", "html")
     EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -334,6 +334,7 @@ class Report(_message.Message):
     NOTES_FIELD_NUMBER: _ClassVar[int]
     DIRECTORY_FIELD_NUMBER: _ClassVar[int]
     JSON_FIELD_NUMBER: _ClassVar[int]
+    HTML_FIELD_NUMBER: _ClassVar[int]
     experiment_id: str
     complete: bool
     rows: _containers.RepeatedCompositeFieldContainer[ReportRow]
@@ -344,7 +345,8 @@ class Report(_message.Message):
     notes: _containers.RepeatedScalarFieldContainer[str]
     directory: str
     json: str
-    def __init__(self, experiment_id: _Optional[str] = ..., complete: _Optional[bool] = ..., rows: _Optional[_Iterable[_Union[ReportRow, _Mapping]]] = ..., tests: _Optional[_Iterable[_Union[StatTest, _Mapping]]] = ..., plots: _Optional[_Iterable[_Union[Plot, _Mapping]]] = ..., markdown: _Optional[str] = ..., failures: _Optional[_Iterable[_Union[ReportFailure, _Mapping]]] = ..., notes: _Optional[_Iterable[str]] = ..., directory: _Optional[str] = ..., json: _Optional[str] = ...) -> None: ...
+    html: str
+    def __init__(self, experiment_id: _Optional[str] = ..., complete: _Optional[bool] = ..., rows: _Optional[_Iterable[_Union[ReportRow, _Mapping]]] = ..., tests: _Optional[_Iterable[_Union[StatTest, _Mapping]]] = ..., plots: _Optional[_Iterable[_Union[Plot, _Mapping]]] = ..., markdown: _Optional[str] = ..., failures: _Optional[_Iterable[_Union[ReportFailure, _Mapping]]] = ..., notes: _Optional[_Iterable[str]] = ..., directory: _Optional[str] = ..., json: _Optional[str] = ..., html: _Optional[str] = ...) -> None: ...
 
 class GetReportResponse(_message.Message):
     __slots__ = ("report",)
