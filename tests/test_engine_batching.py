@@ -104,6 +104,7 @@ def test_end_of_run_is_capped_and_reports_progress(tiny_model, tmp_path):
     # One packed row of 128 tokens holds a few samples: far fewer than the 40 of the split.
     assert 1 <= result.test_loss_samples < 40 and result.test_loss_tokens > 0
     assert ("test_loss", 1, 1, "batches") in progress
+    assert ("valid", 1, 1, "batches") in progress  # the validation passes report too
     scoring = [p for p in progress if p[0] == "test_scoring"]
     assert scoring[0][1:3] == (0, 3) and scoring[-1][1:3] == (3, 3)
     evals = [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "eval"]

@@ -24,8 +24,8 @@ from .metrics import TaskScore
 
 Progress = Callable[[int, int], None]  # (done, total)
 
-# Rows decoded together. Decoding a small model is bound by reading its weights, so more rows cost little
-# (see the README's scoring measurement); 64 answers of 160 tokens keep ~0.7 GB of KV cache for SmolLM2-135M.
+# Rows decoded together. Decoding a small model is bound by reading its weights, so more rows should cost
+# little per row (not yet measured here); 64 answers of 160 tokens keep ~0.7 GB of KV cache for SmolLM2-135M.
 GENERATION_BATCH = 64
 PREFILL_BATCH = 16
 

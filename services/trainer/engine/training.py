@@ -22,6 +22,7 @@ from . import checkpoint
 from .callbacks import TrainingCallback
 from .datasets import Batch, BatchPlan, Split
 from .errors import TrainingDiverged
+from .evaluation import loss_over
 from .methods import loss_fn
 from .metrics import EvalMetrics, MetricsLog, StepMetrics, perplexity
 
@@ -199,7 +200,8 @@ class Loop:
 
     def evaluate(self) -> EvalMetrics:
         tic = time.perf_counter()
-        loss, _ = evaluate_loss(self.model, self.valid_plan, self.spec.val_batches)
+        report = lambda done, total: self.callback.on_progress("valid", done, total, "batches")  # noqa: E731
+        loss = loss_over(self.model, self.valid_plan, self.spec.val_batches, report).loss
         p = self.progress
         p.last_valid_loss = loss
         if loss < p.best_valid_loss - self.spec.early_stopping_min_delta:
