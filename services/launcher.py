@@ -60,6 +60,7 @@ def services() -> list[Service]:
             [
                 py, "-m", "streamlit", "run", "ui/app.py", "--server.port", str(ui_port), "--server.address", "127.0.0.1",
                 "--server.headless", "true", "--browser.gatherUsageStats", "false",
+                "--client.toolbarMode", "minimal",  # no "Deploy" menu: this app is served, not published
             ],
             "ui/app.py",
             kind="http",

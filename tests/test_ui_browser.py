@@ -10,7 +10,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -42,11 +41,12 @@ def ui_url(ui_stack, tmp_path_factory):
     env = {**os.environ, "PEFTLAB_GATEWAY": ui_stack.gateway.address}
     env.pop("PEFTLAB_API_TOKEN", None)
     log = open(tmp_path_factory.mktemp("streamlit") / "ui.log", "wb")
-    command = [
-        sys.executable, "-m", "streamlit", "run", "ui/app.py", "--server.port", str(port),
-        "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-        "--client.toolbarMode", "minimal",
-    ]  # fmt: skip
+    from services import launcher
+
+    # The UI exactly as `make run` starts it (its flags: headless, no Deploy menu), on a free port.
+    (ui,) = [service for service in launcher.services() if service.name == "ui"]
+    command = list(ui.command)
+    command[command.index("--server.port") + 1] = str(port)
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -209,6 +209,7 @@ def test_every_page_renders_in_the_browser(ui_url, page, ui_finished_run, path, 
         )
     if path == "run":
         page.get_by_text("Final metrics").wait_for()
+    assert page.get_by_text("Deploy", exact=True).count() == 0  # toolbarMode minimal, as in make run
     _screenshot(page, {"": "home", "run": "run-finished"}.get(path, path))
 
 

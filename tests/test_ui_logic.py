@@ -69,6 +69,26 @@ def test_progress_and_eta():
     p = feed.progress(steps, 10)
     assert (p.step, p.total, p.fraction, p.eta_seconds) == (4, 10, 0.4, 12.0)
     assert p.label() == "step 4 of 10 · about 12s left"
+    done = feed.progress([*steps, {"step": 10, "total_steps": 10, "step_seconds": 2.0}], 10)
+    assert done.eta_seconds is None and done.label() == "step 10 of 10"  # not "about 0s left"
+
+
+def test_report_cells_clip_intervals_and_read_as_people_write_numbers():
+    """Two seeds: a time's interval clipped at 0, exact match as a percentage, a perplexity in full, the Pareto
+    axes from 0 with rounded labels (the new user's findings)."""
+    from ui import charts, formatting
+
+    row = comparator_pb2.ReportRow(label="lora", n=2, run_ids=["a", "b"])
+    row.mean.update({"wall_seconds": 216.480816, "task.exact_match": 0.25, "best_valid_loss": 1.5})
+    row.mean["peak_memory_bytes"] = 2e8
+    row.ci95.update({"wall_seconds": 225.1, "task.exact_match": 0.9, "best_valid_loss": 0.1})
+    (cells,) = reports.report_table(comparator_pb2.Report(rows=[row]))
+    assert cells["time (s)"] == "216 [0, 442]"
+    assert cells["exact match"] == "25% [0%, 100%]"
+    assert formatting.number(18440.2) == "18,440" and formatting.number(1.84444) == "1.844"
+    chart = charts.pareto(reports.pareto_rows(comparator_pb2.Report(rows=[row]))).to_dict()
+    x = chart["layer"][0]["encoding"]["x"]
+    assert x["scale"]["zero"] is True and x["axis"]["format"] == ",.0f"
 
 
 def test_confidence_interval_is_student_t():
@@ -160,9 +180,9 @@ def test_best_trial_and_its_spec():
         if value is not None:
             trial.values["task.exact_match"] = value
     assert reports.best_so_far(experiment) == [
-        {"trial": 1, "value": 0.2, "best so far": 0.2},
-        {"trial": 3, "value": 0.6, "best so far": 0.6},
-        {"trial": 4, "value": 0.9, "best so far": 0.9},
+        {"trial": 0, "value": 0.2, "best so far": 0.2},
+        {"trial": 2, "value": 0.6, "best so far": 0.6},
+        {"trial": 3, "value": 0.9, "best so far": 0.9},
     ]
     best = reports.best_trial(experiment)  # pruned trials do not count as the best configuration
     assert best.trial_id == "r-2"

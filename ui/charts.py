@@ -40,8 +40,10 @@ def pareto(rows: list[dict]) -> alt.Chart:
     """Quality (lower valid loss is better) against time, point size by peak memory."""
     frame = pd.DataFrame(rows)
     points = alt.Chart(frame).mark_circle(opacity=0.85).encode(
-        x=alt.X("wall_seconds:Q", title="time (s)", scale=alt.Scale(zero=False)),
-        y=alt.Y("best_valid_loss:Q", title="best valid loss", scale=alt.Scale(zero=False)),
+        # Time starts at 0 (never below it); axis labels rounded, not "216.480816".
+        x=alt.X("wall_seconds:Q", title="time (s)", scale=alt.Scale(zero=True), axis=alt.Axis(format=",.0f")),
+        y=alt.Y("best_valid_loss:Q", title="best valid loss", scale=alt.Scale(zero=False),
+                axis=alt.Axis(format=".3~g")),
         size=alt.Size("peak_memory_gb:Q", title="peak memory (GB)"),
         color=alt.Color("front:N", title=None, scale=alt.Scale(domain=["Pareto front", "dominated"],
                                                                range=["#e4572e", "#9aa5b1"])),

@@ -137,7 +137,8 @@ def progress(steps: list[dict], total_steps: int, window: int = 10) -> Progress:
     step = steps[-1]["step"] if steps else 0
     total = max(total_steps or (steps[-1]["total_steps"] if steps else 0), 1)
     recent = [r["step_seconds"] for r in steps[-window:] if r["step_seconds"] > 0]
-    eta = (sum(recent) / len(recent)) * max(total - step, 0) if recent else None
+    # No estimate once the last step is done ("about 0s left" beside a finished run reads as a bug).
+    eta = (sum(recent) / len(recent)) * (total - step) if recent and step < total else None
     return Progress(step, total, min(step / total, 1.0), eta)
 
 

@@ -66,6 +66,8 @@ def duration(seconds: float) -> str:
 def number(value: float, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
+    if abs(value) >= 10**digits:  # a perplexity of 18440, not "1.844e+04"
+        return f"{value:,.0f}"
     return f"{value:.{digits}g}"
 
 

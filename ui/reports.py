@@ -46,12 +46,21 @@ def confidence_interval(mean: float, std: float, n: int, level: float = 0.95) ->
 
 
 def row_interval(row: comparator_pb2.ReportRow, metric: str) -> tuple[float, float] | None:
-    """The 95% interval of a row's mean: the comparator's own (ci95) when it sent one, else from std and n."""
+    """The 95% interval of a row's mean: the comparator's own (ci95) when it sent one, else from std and n;
+    clipped to where the metric can lie (>= 0, and <= 1 for a fraction), as the comparator's report does: with
+    2 seeds Student t's half-width easily exceeds a time's mean."""
     mean = _scaled(metric, row.mean[metric])
     if metric in row.ci95:
         half = _scaled(metric, row.ci95[metric])
-        return mean - half, mean + half
-    return confidence_interval(mean, _scaled(metric, row.std.get(metric, 0.0)), row.n or len(row.run_ids))
+        interval = (mean - half, mean + half)
+    else:
+        interval = confidence_interval(
+            mean, _scaled(metric, row.std.get(metric, 0.0)), row.n or len(row.run_ids)
+        )
+    if interval is None:
+        return None
+    high = 1.0 if metric.startswith("task.") else math.inf
+    return max(0.0, interval[0]), min(high, interval[1])
 
 
 def report_table(report: comparator_pb2.Report) -> list[dict]:
@@ -68,15 +77,22 @@ def report_table(report: comparator_pb2.Report) -> list[dict]:
                 continue
             mean = _scaled(key, row.mean[key])
             interval = row_interval(row, key)
-            digits = 3 if key != "wall_seconds" else 4
+            text = _percent if key.startswith("task.") else _number
             out[label] = (
-                f"{mean:.{digits}g} [{interval[0]:.{digits}g}, {interval[1]:.{digits}g}]"
-                if interval
-                else f"{mean:.{digits}g}"
+                f"{text(mean)} [{text(interval[0])}, {text(interval[1])}]" if interval else text(mean)
             )
         out["parameters"] = ", ".join(f"{k}={v}" for k, v in sorted(row.params.items()))
         table.append(out)
     return table
+
+
+def _percent(value: float) -> str:
+    return f"{value:.0%}"
+
+
+def _number(value: float) -> str:
+    """Three significant digits, whole numbers from 1000 up (216.5 s, 1,234 tokens/s, 0.312 GB)."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
 def bar_rows(report: comparator_pb2.Report, metric: str) -> list[dict]:
@@ -306,7 +322,8 @@ def objective_of(experiment: comparator_pb2.Experiment) -> tuple[str, bool]:
 def trials_table(experiment: comparator_pb2.Experiment) -> list[dict]:
     name, _ = objective_of(experiment)
     rows = []
-    for number, trial in enumerate(experiment.trials, start=1):
+    # Trials are numbered from 0, as the comparator numbers them in its reports ("trial 0") and run labels.
+    for number, trial in enumerate(experiment.trials):
         row = {"trial": number, "status": formatting.trial_status(trial.status), "run": trial.trial_id}
         row[name] = trial.values[name] if name in trial.values else None
         for key, value in sorted(trial.params.items()):
@@ -320,7 +337,7 @@ def best_so_far(experiment: comparator_pb2.Experiment) -> list[dict]:
     name, minimize = objective_of(experiment)
     best = None
     out = []
-    for number, trial in enumerate(experiment.trials, start=1):
+    for number, trial in enumerate(experiment.trials):
         if name not in trial.values or formatting.trial_status(trial.status) not in ("COMPLETE", "PRUNED"):
             continue
         value = trial.values[name]
