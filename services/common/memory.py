@@ -29,11 +29,16 @@ ACTIVATION_HIDDEN_FACTOR = 10.0  # hidden-sized tensors saved per token per bloc
 ACTIVATION_FFN_FACTOR = 4.0  # intermediate-sized tensors saved per token per block
 ATTENTION_SCORE_FACTOR = 0.66  # L-long score rows per head per token (the fused attention keeps few)
 DORA_OUTPUT_FACTOR = 1.0  # DoRA keeps each adapted module's output (for the magnitude rescale) per token
-QLORA_ACTIVATION_FACTOR = (
-    1.0  # re-measured (1x128, 1x256 on SmolLM2-135M): quantized matmuls keep no extra copies
-)
 LOGITS_FACTOR = 4.0  # vocab-sized float32 tensors alive at the loss (logits, log-softmax, its grad, ...)
-GRADIENT_OVERLAP_FACTOR = 3.5  # params + 2 AdamW moments + the half of the gradients alive at the peak
+# Coefficients that differ by backend (measured: CPU = this machine, SmolLM2-135M and the tiny model; GPU = one
+# H200 with MLX CUDA, the ~1.5B Llama shape at 2x512 and 8x512, bench/memory_check.py):
+#   qlora      quantized matmuls' extra input-sized copies kept for the backward (none seen on the CPU)
+#   gradients  params + 2 AdamW moments + the share of the gradients alive at the peak (the CPU frees
+#              activations as they come; CUDA's peak holds all of them)
+BACKEND_FACTORS = {
+    "cpu": {"qlora": 1.0, "gradients": 3.5},
+    "gpu": {"qlora": 1.28, "gradients": 4.0},
+}
 RUNTIME_OVERHEAD_BYTES = 20 * 2**20
 
 
@@ -143,7 +148,9 @@ def predict_peak_memory(
     quant_group_size: int = 32,
     dtype_bytes: int = 4,
     weights_bytes: int | None = None,  # frozen weights' exact size, when the model is loaded
+    backend: str = "cpu",  # "cpu" | "gpu" (Metal or CUDA): see BACKEND_FACTORS
 ) -> MemoryEstimate:
+    factors = BACKEND_FACTORS.get(backend, BACKEND_FACTORS["cpu"])
     frozen = (
         weights_bytes
         if weights_bytes is not None
@@ -163,9 +170,12 @@ def predict_peak_memory(
     per_token_block += ATTENTION_SCORE_FACTOR * shape.num_heads * seq_len * 4
     if method == "dora":
         dims = shape.module_dims()
-        per_token_block += DORA_OUTPUT_FACTOR * 4 * sum(dims[m][1] for m in target_modules if m in dims)
+        # Kept at the compute dtype (the H200's 1.5B DoRA: 4 bytes over-predicted by 19%, 2 bytes within 8%).
+        per_token_block += (
+            DORA_OUTPUT_FACTOR * dtype_bytes * sum(dims[m][1] for m in target_modules if m in dims)
+        )
     if method == "qlora":
-        per_token_block *= QLORA_ACTIVATION_FACTOR
+        per_token_block *= factors["qlora"]
     # Backward needs activations of every block from the first one that has trainable parameters.
     adapted = shape.num_layers if method == "full" or num_layers == -1 else min(num_layers, shape.num_layers)
     if grad_checkpoint:
@@ -174,7 +184,7 @@ def predict_peak_memory(
     else:
         activations = tokens * per_token_block * adapted
     logits = int(LOGITS_FACTOR * tokens * shape.vocab_size * 4)
-    trainable = int(GRADIENT_OVERLAP_FACTOR * params)
+    trainable = int(factors["gradients"] * params)
     overhead = RUNTIME_OVERHEAD_BYTES
     peak = int(frozen + trainable + activations + logits + overhead)
     return MemoryEstimate(int(frozen), int(trainable), int(activations), logits, overhead, peak)
@@ -226,7 +236,12 @@ def spec_dtype_bytes(spec: RunSpec, gpu: bool) -> int:
 
 
 def _model_kwargs(
-    spec: RunSpec, config: dict, quantized: bool, weights_bytes: int | None, dtype_bytes: int | None = None
+    spec: RunSpec,
+    config: dict,
+    quantized: bool,
+    weights_bytes: int | None,
+    dtype_bytes: int | None = None,
+    backend: str = "cpu",
 ) -> dict:
     if dtype_bytes is None:
         dtype_bytes = spec_dtype_bytes(spec, gpu=False)
@@ -242,6 +257,7 @@ def _model_kwargs(
         quant_group_size=spec.quant_group_size,
         dtype_bytes=dtype_bytes,
         weights_bytes=weights_bytes,
+        backend=backend,
     )
 
 
@@ -251,10 +267,11 @@ def predict_for_model(
     quantized: bool,
     weights_bytes: int | None = None,
     dtype_bytes: int | None = None,
+    backend: str = "cpu",
 ) -> MemoryEstimate:
     """The prediction for a concrete spec. The engine calls it before the first step with the loaded model's
     exact frozen-weight size and compute dtype (dtype_bytes; None = what spec.dtype means on a CPU)."""
-    kwargs = _model_kwargs(spec, config, quantized, weights_bytes, dtype_bytes)
+    kwargs = _model_kwargs(spec, config, quantized, weights_bytes, dtype_bytes, backend)
     shape, method, seq_len = kwargs.pop("shape"), kwargs.pop("method"), kwargs.pop("seq_len")
     return predict_peak_memory(shape, method, spec.batch_size, seq_len, **kwargs)
 
@@ -294,12 +311,13 @@ def choose_batch(
     budget_source: str,
     max_rows: int = 1024,
     dtype_bytes: int | None = None,
+    backend: str = "cpu",
 ) -> BatchChoice:
     """The micro-batch for `batch_size: auto`: the largest whose predicted peak fits the budget, no larger
     than the split's rows per epoch (a bigger one only repeats rows). With an effective_batch_size it is
     rounded down to a divisor of it, so micro-batch x accumulation is exactly the effective batch (and a
     halving after an out-of-memory keeps it exact too)."""
-    kwargs = _model_kwargs(spec, config, quantized, weights_bytes, dtype_bytes)
+    kwargs = _model_kwargs(spec, config, quantized, weights_bytes, dtype_bytes, backend)
     shape, method, seq_len = kwargs.pop("shape"), kwargs.pop("method"), kwargs.pop("seq_len")
     target = spec.effective_batch_size
     cap = max(1, min(max_rows, 1024, target or 1024))

@@ -135,6 +135,7 @@ def train(
     trainable, total = parameter_counts(model)
     frozen_bytes = sum(v.nbytes for _, v in tree_flatten(model.parameters())) - trainable_bytes(model)
     dtype_bytes = prepared.compute_dtype.size
+    device = "gpu" if mx.default_device() == mx.gpu else "cpu"
     saved_spec = checkpoint.saved_spec(found) if resume else None
     batch_auto = spec.auto_batch
     choice: BatchChoice | None = None
@@ -150,11 +151,13 @@ def train(
             budget, source = device_budget()
         rows = BatchPlan(splits["train"], 1, spec.max_seq_length, spec.packing, spec.seed).batches_per_epoch()
         choice = choose_batch(
-            spec, prepared.config, prepared.quantized, frozen_bytes, budget, source, rows, dtype_bytes
+            spec, prepared.config, prepared.quantized, frozen_bytes, budget, source, rows, dtype_bytes, device
         )
         spec = resolve_batch(spec, choice)
         log.info("%s", choice.describe())
-    predicted = predict_for_model(spec, prepared.config, prepared.quantized, frozen_bytes, dtype_bytes)
+    predicted = predict_for_model(
+        spec, prepared.config, prepared.quantized, frozen_bytes, dtype_bytes, device
+    )
     if spec.memory_budget_gb and predicted.peak_bytes > spec.memory_budget_gb * 1e9:
         raise OutOfMemory(
             f"predicted peak memory {predicted.peak_bytes / 1e9:.2f} GB exceeds memory_budget_gb="
