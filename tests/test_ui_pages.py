@@ -226,10 +226,10 @@ def test_run_page_shows_a_finished_run(gateway_env, ui_finished_run):
     assert [r["step"] for r in feed.evals] == [0, 4, 8]
     assert any("finished: succeeded" in line for line in feed.logs)
 
-    at.button(key="run.download").click().run()
+    at.button(key="run.download.adapter").click().run()
     assert not at.exception
     assert any(b.label == "Save adapter (.zip)" for b in at.get("download_button"))
-    archive = at.session_state[state.ADAPTER_ZIPS][ui_finished_run.id]
+    archive = at.session_state[state.ADAPTER_ZIPS][(ui_finished_run.id, "adapter")]
     import io
     import zipfile
 
@@ -238,6 +238,16 @@ def test_run_page_shows_a_finished_run(gateway_env, ui_finished_run):
         f"{ui_finished_run.id}/adapter_config.json",
         f"{ui_finished_run.id}/adapters.safetensors",
     ]
+    at.button(key="run.download.gguf").click().run()  # exported on first request, then served
+    assert not at.exception
+    assert any(b.label == "Save GGUF (.zip)" for b in at.get("download_button"))
+    gguf = zipfile.ZipFile(io.BytesIO(at.session_state[state.ADAPTER_ZIPS][(ui_finished_run.id, "gguf")]))
+    assert sorted(gguf.namelist()) == [f"{ui_finished_run.id}/Modelfile", f"{ui_finished_run.id}/model.gguf"]
+    assert gguf.read(f"{ui_finished_run.id}/model.gguf")[:4] == b"GGUF"
+    at.button(key="run.download.fused").click().run()
+    assert not at.exception
+    fused = zipfile.ZipFile(io.BytesIO(at.session_state[state.ADAPTER_ZIPS][(ui_finished_run.id, "fused")]))
+    assert f"{ui_finished_run.id}/fused/config.json" in fused.namelist()
 
     at.selectbox(key="evaluate.split").set_value("valid")
     at.number_input(key="evaluate.batches").set_value(1)

@@ -356,11 +356,15 @@ def _pieces(stream) -> Iterator[str]:
         stream.cancel()
 
 
-def download_adapter(run_id: str) -> bytes:
-    """The run's adapter files (mlx_lm format) as a zip archive."""
+def download_adapter(run_id: str, artifact: str = "adapter") -> bytes:
+    """One artifact of a finished run as a zip archive: "adapter" (mlx_lm format), "fused" (an mlx_lm model
+    dir) or "gguf" (model.gguf and its Ollama Modelfile); the last two are exported on first request."""
     files: dict[str, io.BytesIO] = {}
+    timeout = WRITE_TIMEOUT_S * (4 if artifact == "adapter" else 60)
     stream = _stub().DownloadAdapter(
-        gateway_pb2.DownloadAdapterRequest(run_id=run_id), timeout=WRITE_TIMEOUT_S * 4, metadata=_metadata()
+        gateway_pb2.DownloadAdapterRequest(run_id=run_id, artifact=artifact),
+        timeout=timeout,
+        metadata=_metadata(),
     )
     try:
         for chunk in stream:

@@ -19,7 +19,7 @@ PROBE_RUN_ID = "probe_run_id"  # the New run page's rank probe
 RANK_ADVICE = "rank_advice"  # probe run id -> RecommendRankResponse
 UPLOAD_RESULT = "upload_result"  # the last CreateDatasetResponse of the New run page
 EVALUATIONS = "evaluations"  # run id -> list of EvaluateResponse
-ADAPTER_ZIPS = "adapter_zips"  # run id -> zip bytes ready to download
+ADAPTER_ZIPS = "adapter_zips"  # (run id, artifact) -> zip bytes ready to download
 GENERATIONS = "generations"  # (base text, adapter text) of the last Playground prompt
 FLASH = "flash"  # one message to show at the top of the next page (e.g. "run started")
 

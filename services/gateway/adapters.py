@@ -25,13 +25,51 @@ class LayerUpdate:
     singular_values: list[float]
 
 
-def adapter_chunks(run_dir: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[str, bytes, int]]:
-    """(file name, chunk, file size) for each adapter file, in order."""
-    missing = [name for name in ADAPTER_FILES if not (run_dir / name).is_file()]
-    if missing:
-        raise FailedPrecondition(f"run dir {run_dir} has no {', '.join(missing)} (the run saved no adapter)")
-    for name in ADAPTER_FILES:
-        path = run_dir / name
+ARTIFACTS = ("adapter", "fused", "gguf")
+EXPORT_TIMEOUT_S = 900
+
+
+def ensure_export(run_dir: Path) -> Path:
+    """The run's export dir (fused model, GGUF, Modelfile), written on first use by the engine's exporter in a
+    child process, so the gateway never loads MLX itself."""
+    import subprocess
+    import sys
+
+    export = run_dir / "export"
+    if (export / "model.gguf").is_file() and (export / "Modelfile").is_file():
+        return export
+    done = subprocess.run(
+        [sys.executable, "-m", "services.trainer.engine.export", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=EXPORT_TIMEOUT_S,
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["exporter failed"])[-1]
+        raise FailedPrecondition(f"cannot export run dir {run_dir}: {last[:300]}", "artifact")
+    return export
+
+
+def artifact_files(run_dir: Path, artifact: str) -> list[tuple[str, Path]]:
+    """(name in the download, path) of each file of one artifact of a finished run."""
+    if artifact == "adapter":
+        missing = [name for name in ADAPTER_FILES if not (run_dir / name).is_file()]
+        if missing:
+            raise FailedPrecondition(
+                f"run dir {run_dir} has no {', '.join(missing)} (the run saved no adapter)"
+            )
+        return [(name, run_dir / name) for name in ADAPTER_FILES]
+    export = ensure_export(run_dir)
+    if artifact == "fused":
+        return [(f"fused/{p.name}", p) for p in sorted((export / "fused").iterdir()) if p.is_file()]
+    return [("model.gguf", export / "model.gguf"), ("Modelfile", export / "Modelfile")]
+
+
+def adapter_chunks(
+    run_dir: Path, chunk_bytes: int = CHUNK_BYTES, artifact: str = "adapter"
+) -> Iterator[tuple[str, bytes, int]]:
+    """(file name, chunk, file size) for each file of the artifact, in order."""
+    for name, path in artifact_files(run_dir, artifact):
         size = path.stat().st_size
         with open(path, "rb") as fh:
             while chunk := fh.read(chunk_bytes):

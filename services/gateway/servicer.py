@@ -165,7 +165,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return response
 
     def DownloadAdapter(self, request, context):
-        for name, chunk, size in adapters.adapter_chunks(self.gateway.adapter_dir(request.run_id)):
+        artifact = request.artifact or "adapter"
+        if artifact not in adapters.ARTIFACTS:
+            raise InvalidArgument(
+                f"must be one of {', '.join(adapters.ARTIFACTS)}, got {artifact!r}", "artifact"
+            )
+        run_dir = self.gateway.adapter_dir(request.run_id)
+        for name, chunk, size in adapters.adapter_chunks(run_dir, artifact=artifact):
             yield gateway_pb2.DownloadAdapterResponse(file=name, data=chunk, size_bytes=size)
 
     # ---- sizing a run: forwarded to the optimizer ----

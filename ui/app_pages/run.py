@@ -12,6 +12,8 @@ from peftlab.v1 import common_pb2, trainer_pb2
 from ui import charts, client, feed, formatting, state, widgets
 
 REFRESH_S = 2
+# What a finished run offers to download (DownloadAdapter's `artifact`), by button label.
+DOWNLOADS = {"adapter": "adapter", "fused": "fused model", "gguf": "GGUF"}
 
 
 def _feed(run_id: str) -> feed.RunFeed:
@@ -103,7 +105,7 @@ def _metrics(run: common_pb2.Run) -> None:
 
 
 def _actions(run: common_pb2.Run) -> None:
-    slots = iter(st.columns(4))  # the actions this run offers, left to right
+    slots = iter(st.columns(6))  # the actions this run offers, left to right
     if run.status in formatting.ACTIVE_RUN and next(slots).button(
         "Cancel", key="run.cancel", icon=":material/stop:"
     ):
@@ -118,17 +120,22 @@ def _actions(run: common_pb2.Run) -> None:
         st.rerun()
     if run.status in formatting.HAS_ADAPTER:
         zips = st.session_state.setdefault(state.ADAPTER_ZIPS, {})
-        download = next(slots)
-        if run.id in zips:
-            download.download_button("Save adapter (.zip)", zips[run.id], file_name=f"{run.id}-adapter.zip",
-                                     mime="application/zip", icon=":material/download:")  # fmt: skip
-        elif download.button("Download adapter", key="run.download", icon=":material/download:"):
-            try:
-                zips[run.id] = client.download_adapter(run.id)
-            except client.GatewayError as error:
-                widgets.show_error(error)
-            else:
-                st.rerun()
+        for artifact, label in DOWNLOADS.items():
+            download, key = next(slots), (run.id, artifact)
+            if key in zips:
+                download.download_button(f"Save {label} (.zip)", zips[key], file_name=f"{run.id}-{artifact}.zip",
+                                         mime="application/zip", icon=":material/download:",
+                                         key=f"run.save.{artifact}")  # fmt: skip
+            elif download.button(
+                f"Download {label}", key=f"run.download.{artifact}", icon=":material/download:"
+            ):
+                try:
+                    with st.spinner(f"Preparing the {label} ..."):
+                        zips[key] = client.download_adapter(run.id, artifact)
+                except client.GatewayError as error:
+                    widgets.show_error(error)
+                else:
+                    st.rerun()
         if next(slots).button("Try it in the Playground", key="run.playground", icon=":material/chat:"):
             st.session_state[state.PLAYGROUND_RUN] = run.id
             st.switch_page(state.PAGE_PLAYGROUND)

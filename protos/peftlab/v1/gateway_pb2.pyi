@@ -269,10 +269,12 @@ class CreateDatasetResponse(_message.Message):
     def __init__(self, created: _Optional[bool] = ..., dataset: _Optional[_Union[DatasetInfo, _Mapping]] = ..., problems: _Optional[_Iterable[_Union[DatasetProblem, _Mapping]]] = ...) -> None: ...
 
 class DownloadAdapterRequest(_message.Message):
-    __slots__ = ("run_id",)
+    __slots__ = ("run_id", "artifact")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     run_id: str
-    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+    artifact: str
+    def __init__(self, run_id: _Optional[str] = ..., artifact: _Optional[str] = ...) -> None: ...
 
 class DownloadAdapterResponse(_message.Message):
     __slots__ = ("file", "data", "size_bytes")

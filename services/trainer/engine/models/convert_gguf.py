@@ -94,6 +94,8 @@ def hf_weights(gguf: dict[str, mx.array], config: dict) -> dict[str, mx.array]:
             key = "model.embed_tokens." + parts[-1]
         elif parts[0] == "output_norm":
             key = "model.norm." + parts[-1]
+        elif parts[0] == "output":  # an untied LM head (the default model ties it to the embedding)
+            key = "lm_head." + parts[-1]
         elif parts[0] == "blk":
             layer, kind, leaf = parts[1], parts[2], parts[3]
             key = f"model.layers.{layer}.{_LAYER_NAMES[kind]}.{leaf}"
