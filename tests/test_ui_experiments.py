@@ -345,3 +345,19 @@ def test_other_comparator_errors_are_left_to_the_page():
     error = client.GatewayError(grpc.StatusCode.INVALID_ARGUMENT, "base.rank: must be ...", "StartStudy")
     with pytest.raises(client.GatewayError):
         experiment_views.unsupported_or_raise(error)
+
+
+def test_compare_page_shows_the_comparison_just_started_not_the_one_viewed_before(gateway_env):
+    from services.client import Client
+
+    with Client(gateway_env.gateway.address) as c:
+        base = {"model": "tiny-llama", "data": "chat", "warmup_steps": 0, "test_samples": 0}
+        older, newer = (
+            c.compare(["lora"], base=base, iters=1, name=n) for n in ("viewed before", "just started")
+        )
+        for experiment in (older, newer):
+            c.cancel_experiment(experiment.id)  # only the page's choice matters here
+    # The selectbox remembers the one viewed before; the form has just made the new one the page's current.
+    at = _page(state.PAGE_COMPARE, **{state.COMPARE_SELECT: older.id, state.COMPARISON_ID: newer.id})
+    assert at.selectbox(key=state.COMPARE_SELECT).value == newer.id
+    assert any("just started" in m.value for m in at.markdown), [m.value for m in at.markdown]

@@ -177,8 +177,12 @@ def choose_and_follow(kind: int, noun: str, current_key: str, select_key: str, c
     ids = [e.id for e in found]
     names = {e.id: e.name for e in found}
     current = st.session_state.get(current_key)
-    chosen = st.selectbox(noun.capitalize(), ids, index=ids.index(current) if current in ids else 0,
-                          key=select_key, format_func=lambda i: f"{i} · {names[i]}" if names[i] else i)  # fmt: skip
+    if current in ids:
+        # The page's current one wins over the widget's remembered value: after "Started comparison x-...",
+        # the selectbox (keyed, so it keeps its own state) would otherwise still show the one viewed before.
+        st.session_state[select_key] = current
+    chosen = st.selectbox(noun.capitalize(), ids, key=select_key,
+                          format_func=lambda i: f"{i} · {names[i]}" if names[i] else i)  # fmt: skip
     st.session_state[current_key] = chosen
     running = next(e for e in found if e.id == chosen).status == comparator_pb2.EXPERIMENT_STATUS_RUNNING
 
