@@ -274,18 +274,20 @@ class StepMetrics(_message.Message):
     def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., train_loss: _Optional[float] = ..., learning_rate: _Optional[float] = ..., tokens: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., step_seconds: _Optional[float] = ..., elapsed_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., grad_norm: _Optional[float] = ...) -> None: ...
 
 class EvalMetrics(_message.Message):
-    __slots__ = ("step", "valid_loss", "valid_perplexity", "eval_seconds", "best_valid_loss")
+    __slots__ = ("step", "valid_loss", "valid_perplexity", "eval_seconds", "best_valid_loss", "exact_match")
     STEP_FIELD_NUMBER: _ClassVar[int]
     VALID_LOSS_FIELD_NUMBER: _ClassVar[int]
     VALID_PERPLEXITY_FIELD_NUMBER: _ClassVar[int]
     EVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BEST_VALID_LOSS_FIELD_NUMBER: _ClassVar[int]
+    EXACT_MATCH_FIELD_NUMBER: _ClassVar[int]
     step: int
     valid_loss: float
     valid_perplexity: float
     eval_seconds: float
     best_valid_loss: float
-    def __init__(self, step: _Optional[int] = ..., valid_loss: _Optional[float] = ..., valid_perplexity: _Optional[float] = ..., eval_seconds: _Optional[float] = ..., best_valid_loss: _Optional[float] = ...) -> None: ...
+    exact_match: float
+    def __init__(self, step: _Optional[int] = ..., valid_loss: _Optional[float] = ..., valid_perplexity: _Optional[float] = ..., eval_seconds: _Optional[float] = ..., best_valid_loss: _Optional[float] = ..., exact_match: _Optional[float] = ...) -> None: ...
 
 class StatusChange(_message.Message):
     __slots__ = ("status", "previous", "trainer_id", "reason", "error")

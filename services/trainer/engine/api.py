@@ -184,6 +184,10 @@ def train(
     if backend.startswith("cpu") and (slow := coretype_warning()):
         log.warning("%s", slow)
         callback.on_log(slow)
+    if spec.eval_samples:
+        from .eval_generation import EvalGeneration
+
+        callback = EvalGeneration(callback, model, prepared.tokenizer, splits["valid"], spec, run_dir)
     callback.on_start(
         {
             "spec": spec.to_dict(),

@@ -38,6 +38,8 @@ class EvalMetrics:
     valid_perplexity: float
     eval_seconds: float
     best_valid_loss: float
+    # Exact match of greedy answers on the spec's first eval_samples valid rows; NaN when not measured.
+    exact_match: float = float("nan")
 
     kind: str = "eval"
 
