@@ -164,3 +164,35 @@ def test_recommend_rank_from_a_probe_run(stub, ui_finished_run):
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     unknown = gateway_pb2.RecommendRankFromRunRequest(run_id="r-nope")
     assert _error(lambda: stub.RecommendRankFromRun(unknown, timeout=10)).code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_default_space_is_the_optimizers_and_the_cli_and_ui_study_over_it(stub, ui_stack, monkeypatch):
+    import argparse
+
+    from services.cli.experiments import _space
+    from services.client import Client
+    from ui import client as ui_client
+    from ui import reports
+
+    request = optimizer_pb2.GetDefaultSpaceRequest(methods=["lora", "full"], total_steps=40)
+    through_gateway = stub.GetDefaultSpace(request, timeout=10)
+    direct = optimizer_pb2_grpc.OptimizerStub(ui_stack.optimizer.channel).GetDefaultSpace(request, timeout=10)
+    assert through_gateway == direct
+    rank = next(p for p in through_gateway.space.parameters if p.name == "rank")
+    assert (rank.int_range.low, rank.int_range.high) == (2, 128) and rank.condition.parent == "method"
+    bad = _error(
+        lambda: stub.GetDefaultSpace(optimizer_pb2.GetDefaultSpaceRequest(methods=["bogus"]), timeout=10)
+    )
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    args = argparse.Namespace(space=None, methods="lora,full", iters=40)
+    with Client(ui_stack.gateway.address) as cli:
+        assert _space(cli, args) == direct.space  # `peftlab study` without --space
+
+    monkeypatch.setenv("PEFTLAB_GATEWAY", ui_stack.gateway.address)
+    monkeypatch.delenv("PEFTLAB_API_TOKEN", raising=False)
+    ui_client.refresh()
+    form = reports.StudyForm("s", "tiny-llama", "chat", 40, ("lora", "full"), 6, 2, "best_valid_loss", True)
+    space = ui_client.default_space(reports.default_space_request(form)).space
+    assert reports.study_request(form, space).space == direct.space  # the UI's study form
+    ui_client.refresh()

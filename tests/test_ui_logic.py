@@ -122,31 +122,37 @@ def test_report_bars_and_pareto_from_rows():
 
 def _form(**changes) -> reports.StudyForm:
     values = dict(
-        name="s", model="tiny-llama", data="chat", iters=40, methods=("lora", "full"), lr_low=1e-4, lr_high=1e-2,
-        ranks=(4, 8), dropout_high=0.1, n_trials=6, parallelism=2, objective="best_valid_loss", pruning=True,
+        name="s", model="tiny-llama", data="chat", iters=40, methods=("lora", "full"), n_trials=6, parallelism=2,
+        objective="best_valid_loss", pruning=True,
     )  # fmt: skip
     return reports.StudyForm(**{**values, **changes})
 
 
-def test_study_space_conditions_adapter_parameters_on_the_method():
-    space = {p.name: p for p in reports.study_space(_form()).parameters}
-    assert list(space) == ["method", "learning_rate", "rank", "dropout"]
-    assert [v.string_value for v in space["method"].categorical.values] == ["lora", "full"]
-    assert space["learning_rate"].float_range == optimizer_pb2.FloatRange(low=1e-4, high=1e-2, log=True)
-    assert space["rank"].condition.parent == "method"
-    assert [v.string_value for v in space["rank"].condition.values] == ["lora"]
-    one = {p.name: p for p in reports.study_space(_form(methods=("dora",), dropout_high=0.0)).parameters}
-    assert list(one) == ["learning_rate", "rank"] and not one["rank"].HasField("condition")
-    request = reports.study_request(_form(methods=("dora",)))
+def test_study_request_carries_the_given_space_and_the_form():
+    space = optimizer_pb2.SearchSpace()
+    space.parameters.add(
+        name="learning_rate", float_range=optimizer_pb2.FloatRange(low=1e-4, high=1e-2, log=True)
+    )
+    rank = space.parameters.add(name="rank", int_range=optimizer_pb2.IntRange(low=2, high=128, log=True))
+    rank.condition.parent = "method"
+    rank.condition.values.add(string_value="lora")
+    asked = reports.default_space_request(_form())
+    assert list(asked.methods) == ["lora", "full"] and asked.total_steps == 40
+    request = reports.study_request(_form(methods=("dora",)), space)
+    assert request.space == space
     assert (
         request.base.method == "dora"
         and request.objectives[0].direction == optimizer_pb2.StudyObjective.MINIMIZE
     )
+    assert reports.describe_space(space) == [
+        "learning_rate: 0.0001 to 0.01 (log)",
+        "rank: 2 to 128 (log) (when method is lora)",
+    ]
 
 
 def test_form_checks():
     assert reports.check_study(_form()) == []
-    problems = reports.check_study(_form(methods=(), lr_low=1.0, parallelism=9, objective="nope"))
+    problems = reports.check_study(_form(methods=(), iters=0, parallelism=9, objective="nope"))
     assert len(problems) == 4
     comparison = reports.ComparisonForm("c", "tiny-llama", "chat", 10, (), 8, 0)
     assert reports.check_comparison(comparison) == [
@@ -159,9 +165,14 @@ def test_form_checks():
     # The engine's defaults (warmup 10% of the steps, a learning rate per method) apply: nothing is set.
     assert not request.base.HasField("warmup_steps")
     assert not any(a.overrides.HasField("learning_rate") for a in request.arms)
-    study = reports.study_request(_form())
+    study = reports.study_request(_form(), optimizer_pb2.SearchSpace())
     assert study.base.test_samples == 0  # scoring the test split only pays for an exact-match objective
-    assert reports.study_request(_form(objective="task.exact_match")).base.test_samples == 20
+    assert (
+        reports.study_request(
+            _form(objective="task.exact_match"), optimizer_pb2.SearchSpace()
+        ).base.test_samples
+        == 20
+    )
 
 
 def test_best_trial_and_its_spec():

@@ -38,6 +38,7 @@ _ACTIONS = {  # what a person asked for, for error messages
     "GetReport": "Reading the report",
     "RecommendBatchSize": "Asking the optimizer for a batch size",
     "RecommendRankFromRun": "Asking the optimizer for a rank",
+    "GetDefaultSpace": "Asking the optimizer for the default search space",
     "Generate": "Generating",
     "Evaluate": "Evaluating",
     "DownloadAdapter": "Downloading the adapter",
@@ -283,6 +284,11 @@ def create_dataset(
     if response.created:
         _read_catalog.clear()
     return response
+
+
+def default_space(request: optimizer_pb2.GetDefaultSpaceRequest) -> optimizer_pb2.GetDefaultSpaceResponse:
+    """The optimizer's default search space for a study (through the gateway): the one source of it."""
+    return _catalog("GetDefaultSpace", request)
 
 
 def recommend_rank_from_run(run_id: str, train_tokens: int = 0) -> optimizer_pb2.RecommendRankResponse:

@@ -214,10 +214,6 @@ class StudyForm:
     data: str
     iters: int
     methods: tuple[str, ...]
-    lr_low: float
-    lr_high: float
-    ranks: tuple[int, ...]
-    dropout_high: float
     n_trials: int
     parallelism: int
     objective: str
@@ -230,12 +226,6 @@ def check_study(form: StudyForm) -> list[str]:
     problems = []
     if not form.methods:
         problems.append("Pick at least one method to search over.")
-    if not 0 < form.lr_low < form.lr_high <= 1:
-        problems.append("The learning-rate range needs 0 < low < high <= 1.")
-    if any(m in ADAPTER_METHODS for m in form.methods) and not form.ranks:
-        problems.append("Pick at least one rank for the adapter methods.")
-    if not 0 <= form.dropout_high < 1:
-        problems.append("Dropout must stay below 1.")
     if not 1 <= form.n_trials <= 1000:
         problems.append("Trials must be between 1 and 1000.")
     if not 1 <= form.parallelism <= max(form.n_trials, 1):
@@ -247,42 +237,13 @@ def check_study(form: StudyForm) -> list[str]:
     return problems
 
 
-def _choices(values) -> optimizer_pb2.Choices:
-    out = optimizer_pb2.Choices()
-    for value in values:
-        if isinstance(value, str):
-            out.values.add(string_value=value)
-        else:
-            out.values.add(int_value=int(value))
-    return out
+def default_space_request(form: StudyForm) -> optimizer_pb2.GetDefaultSpaceRequest:
+    """What to ask the gateway (the optimizer's GetDefaultSpace) for the study's search space."""
+    return optimizer_pb2.GetDefaultSpaceRequest(methods=form.methods, total_steps=form.iters)
 
 
-def study_space(form: StudyForm) -> optimizer_pb2.SearchSpace:
-    space = optimizer_pb2.SearchSpace()
-    if len(form.methods) > 1:
-        space.parameters.add(name="method", categorical=_choices(form.methods))
-    space.parameters.add(
-        name="learning_rate",
-        float_range=optimizer_pb2.FloatRange(low=form.lr_low, high=form.lr_high, log=True),
-    )
-    adapters = [m for m in form.methods if m in ADAPTER_METHODS]
-    condition = None
-    if len(form.methods) > 1 and adapters and len(adapters) < len(form.methods):
-        condition = optimizer_pb2.Condition(parent="method", values=_choices(adapters).values)
-    if adapters and form.ranks:
-        rank = space.parameters.add(name="rank", categorical=_choices(sorted(set(form.ranks))))
-        if condition is not None:
-            rank.condition.CopyFrom(condition)
-    if form.dropout_high > 0:
-        dropout = space.parameters.add(
-            name="dropout", float_range=optimizer_pb2.FloatRange(low=0.0, high=form.dropout_high)
-        )
-        if condition is not None:
-            dropout.condition.CopyFrom(condition)
-    return space
-
-
-def study_request(form: StudyForm) -> comparator_pb2.StartStudyRequest:
+def study_request(form: StudyForm, space: optimizer_pb2.SearchSpace) -> comparator_pb2.StartStudyRequest:
+    """The study over `space`, the optimizer's default space for the form's methods (one source for it)."""
     base = common_pb2.RunSpec(
         model=form.model,
         data=form.data,
@@ -296,13 +257,37 @@ def study_request(form: StudyForm) -> comparator_pb2.StartStudyRequest:
     return comparator_pb2.StartStudyRequest(
         name=form.name,
         base=base,
-        space=study_space(form),
+        space=space,
         n_trials=form.n_trials,
         parallelism=form.parallelism,
         objectives=[objective],
         pruning=comparator_pb2.Pruning(enabled=form.pruning, min_steps=max(form.iters // 4, 1)),
         seed=form.seed,
     )
+
+
+def describe_space(space: optimizer_pb2.SearchSpace) -> list[str]:
+    """One line per parameter, for the page: name and range (or choices)."""
+    lines = []
+    for p in space.parameters:
+        kind = p.WhichOneof("domain")
+        if kind == "float_range":
+            text = f"{p.name}: {p.float_range.low:.3g} to {p.float_range.high:.3g}"
+            text += " (log)" if p.float_range.log else ""
+        elif kind == "int_range":
+            text = f"{p.name}: {p.int_range.low} to {p.int_range.high}" + (
+                " (log)" if p.int_range.log else ""
+            )
+        else:
+            text = f"{p.name}: " + ", ".join(str(param_value(v)) for v in p.categorical.values)
+        if p.HasField("condition"):
+            text += (
+                f" (when {p.condition.parent} is "
+                + "/".join(str(param_value(v)) for v in p.condition.values)
+                + ")"
+            )
+        lines.append(text)
+    return lines
 
 
 def param_value(value: optimizer_pb2.ParameterValue):

@@ -153,7 +153,8 @@ def cmd_compare(client, args: argparse.Namespace) -> int:
     return _finish(client, experiment.id, args)
 
 
-def _space(args: argparse.Namespace):
+def _space(client, args: argparse.Namespace):
+    """The study's search space: the --space file, or the optimizer's default space (through the gateway)."""
     from google.protobuf import json_format
     from peftlab.v1 import optimizer_pb2
 
@@ -166,20 +167,8 @@ def _space(args: argparse.Namespace):
             raise SystemExit(f"error: cannot read {args.space}: {exc.strerror}") from None
         return json_format.ParseDict(values, optimizer_pb2.SearchSpace())
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    parameters: list[dict[str, Any]] = []
-    if len(methods) > 1:
-        parameters.append(
-            {"name": "method", "categorical": {"values": [{"string_value": m} for m in methods]}}
-        )
-    adapters = [m for m in methods if m != "full"]
-    low = 1e-5 if "full" in methods else 2e-4
-    parameters.append({"name": "learning_rate", "float_range": {"low": low, "high": 5e-3, "log": True}})
-    if adapters:
-        rank: dict[str, Any] = {"name": "rank", "int_range": {"low": 2, "high": 32, "log": True}}
-        if len(methods) > 1:
-            rank["condition"] = {"parent": "method", "values": [{"string_value": m} for m in adapters]}
-        parameters.append(rank)
-    return json_format.ParseDict({"parameters": parameters}, optimizer_pb2.SearchSpace())
+    request = optimizer_pb2.GetDefaultSpaceRequest(methods=methods, total_steps=args.iters or 0)
+    return client.call("GetDefaultSpace", request).space
 
 
 def cmd_study(client, args: argparse.Namespace) -> int:
@@ -202,7 +191,7 @@ def cmd_study(client, args: argparse.Namespace) -> int:
     request = comparator_pb2.StartStudyRequest(
         name=args.name or f"study {args.methods}",
         base=_base_spec(args),
-        space=_space(args),
+        space=_space(client, args),
         n_trials=args.trials,
         parallelism=args.parallelism,
         objectives=objectives,
@@ -309,7 +298,7 @@ def add_commands(commands) -> None:
     study.add_argument("--parallelism", type=int, default=2, help="trials at once (default 2)")
     study.add_argument("--methods", default="lora,dora", help="methods searched over (default lora,dora)")
     study.add_argument(
-        "--space", help="YAML SearchSpace instead of the default (method, learning_rate, rank)"
+        "--space", help="YAML SearchSpace instead of the optimizer's default (GetDefaultSpace)"
     )
     study.add_argument(
         "--objective",

@@ -183,6 +183,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         timeout = downstream_timeout(context, self.config.trainer_timeout)
         return self._optimizer().RecommendBatchSize(request, timeout=timeout, metadata=outgoing_metadata())
 
+    def GetDefaultSpace(self, request, context):
+        timeout = downstream_timeout(context, self.config.trainer_timeout)
+        return self._optimizer().GetDefaultSpace(request, timeout=timeout, metadata=outgoing_metadata())
+
     def RecommendRankFromRun(self, request, context):
         if len(request.options.layers):
             raise InvalidArgument(

@@ -14,7 +14,6 @@ st.caption("The optimizer proposes each next configuration from the trials so fa
 
 models = [m.name for m in client.models()]
 datasets = [d.name for d in client.datasets()]
-RANKS = [2, 4, 8, 16, 32, 64]
 
 with st.expander("New study", expanded=not st.session_state.get(state.STUDY_ID)):
     with st.form("study.form"):
@@ -27,11 +26,8 @@ with st.expander("New study", expanded=not st.session_state.get(state.STUDY_ID))
             "Dataset", datasets, index=datasets.index("default") if "default" in datasets else 0
         )
         methods = st.multiselect("Methods to search", reports.METHODS, default=["lora"], key="study.methods")
-        c1, c2, c3, c4 = st.columns(4)
-        lr_low = c1.number_input("Learning rate from", 1e-7, 1.0, 1e-4, format="%.1e", key="study.lr_low")
-        lr_high = c2.number_input("Learning rate to", 1e-7, 1.0, 1e-2, format="%.1e", key="study.lr_high")
-        ranks = c3.multiselect("Ranks", RANKS, default=[4, 8, 16], key="study.ranks")
-        dropout_high = c4.number_input("Dropout up to", 0.0, 0.9, 0.1, step=0.05)
+        st.caption("The search space is the optimizer's default for the chosen methods (learning rate, rank, "
+                   "dropout, warmup, weight decay).")  # fmt: skip
         c1, c2, c3, c4 = st.columns(4)
         iters = c1.number_input("Steps per trial", 1, 100000, 60, key="study.iters")
         n_trials = c2.number_input("Trials", 1, 1000, 12, key="study.n_trials")
@@ -41,12 +37,16 @@ with st.expander("New study", expanded=not st.session_state.get(state.STUDY_ID))
         pruning = st.toggle("Stop unpromising trials early (pruning)", value=True)
         submitted = st.form_submit_button("Start study", type="primary", icon=":material/play_arrow:")
     if submitted:
-        form = reports.StudyForm(name, model or "", data or "", int(iters), tuple(methods), float(lr_low),
-                                 float(lr_high), tuple(int(r) for r in ranks), float(dropout_high), int(n_trials),
+        form = reports.StudyForm(name, model or "", data or "", int(iters), tuple(methods), int(n_trials),
                                  int(parallelism), objective, pruning)  # fmt: skip
+
+        def start():
+            space = client.default_space(reports.default_space_request(form)).space
+            return client.start_study(reports.study_request(form, space))
+
         experiment_views.start_from_form(
             reports.check_study(form),
-            lambda: client.start_study(reports.study_request(form)),
+            start,
             state.STUDY_ID,
             f"Started study {{id}}: {n_trials} trials.",
         )

@@ -132,6 +132,11 @@ class GatewayStub:
                 request_serializer=peftlab_dot_v1_dot_gateway__pb2.RecommendRankFromRunRequest.SerializeToString,
                 response_deserializer=peftlab_dot_v1_dot_optimizer__pb2.RecommendRankResponse.FromString,
                 _registered_method=True)
+        self.GetDefaultSpace = channel.unary_unary(
+                '/peftlab.v1.Gateway/GetDefaultSpace',
+                request_serializer=peftlab_dot_v1_dot_optimizer__pb2.GetDefaultSpaceRequest.SerializeToString,
+                response_deserializer=peftlab_dot_v1_dot_optimizer__pb2.GetDefaultSpaceResponse.FromString,
+                _registered_method=True)
         self.StartComparison = channel.unary_unary(
                 '/peftlab.v1.Gateway/StartComparison',
                 request_serializer=peftlab_dot_v1_dot_comparator__pb2.StartComparisonRequest.SerializeToString,
@@ -315,6 +320,14 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDefaultSpace(self, request, context):
+        """The optimizer's GetDefaultSpace, forwarded as it is: the one default search space of a study (and each
+        method's schedule). The UI's study form and `peftlab study` start from it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StartComparison(self, request, context):
         """---- experiments (forwarded to the comparator) ----
         """
@@ -455,6 +468,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.RecommendRankFromRun,
                     request_deserializer=peftlab_dot_v1_dot_gateway__pb2.RecommendRankFromRunRequest.FromString,
                     response_serializer=peftlab_dot_v1_dot_optimizer__pb2.RecommendRankResponse.SerializeToString,
+            ),
+            'GetDefaultSpace': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDefaultSpace,
+                    request_deserializer=peftlab_dot_v1_dot_optimizer__pb2.GetDefaultSpaceRequest.FromString,
+                    response_serializer=peftlab_dot_v1_dot_optimizer__pb2.GetDefaultSpaceResponse.SerializeToString,
             ),
             'StartComparison': grpc.unary_unary_rpc_method_handler(
                     servicer.StartComparison,
@@ -1005,6 +1023,33 @@ class Gateway:
             '/peftlab.v1.Gateway/RecommendRankFromRun',
             peftlab_dot_v1_dot_gateway__pb2.RecommendRankFromRunRequest.SerializeToString,
             peftlab_dot_v1_dot_optimizer__pb2.RecommendRankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDefaultSpace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/peftlab.v1.Gateway/GetDefaultSpace',
+            peftlab_dot_v1_dot_optimizer__pb2.GetDefaultSpaceRequest.SerializeToString,
+            peftlab_dot_v1_dot_optimizer__pb2.GetDefaultSpaceResponse.FromString,
             options,
             channel_credentials,
             insecure,
