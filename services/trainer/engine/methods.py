@@ -21,7 +21,9 @@ from mlx_lm.utils import load as mlx_load
 from services.common.paths import DEFAULT_QUANTIZED_MODEL_NAME, default_model
 from services.common.spec import RunSpec
 
+from .adapters import speed_up
 from .errors import ModelError, SpecError
+from .losses import cross_entropy
 
 
 @dataclass
@@ -75,8 +77,7 @@ def load_base(spec: RunSpec) -> PreparedModel:
             ),
         )
         quantized = True
-    elif spec.method in ("lora", "dora", "full") and quantized and spec.method != "full":
-        pass  # LoRA/DoRA on an already-quantized dir is QLoRA in all but name; allowed, as mlx_lm does.
+    # LoRA/DoRA on an already-quantized dir is QLoRA in all but name; allowed, as mlx_lm does.
     dtype = compute_dtype(spec)
     cast_floating(model, dtype)
     return PreparedModel(model, tokenizer, config, path, dtype, quantized)
@@ -127,6 +128,7 @@ def apply_method(prepared: PreparedModel, spec: RunSpec) -> None:
     num_layers = n_blocks if spec.num_layers == -1 else spec.num_layers
     # Adapter parameters stay float32 whatever the base's compute dtype (they are tiny; precision matters).
     linear_to_lora_layers(model, num_layers, lora_parameters(spec), use_dora=spec.method == "dora")
+    speed_up(model)
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:
@@ -193,8 +195,5 @@ def forward(model: nn.Module, inputs: mx.array, segments: mx.array | None) -> mx
     return model(inputs, cache=[PackedMask(mask) for _ in model.layers])
 
 
-def loss_fn(model: nn.Module, inputs, targets, mask, segments=None):
-    logits = forward(model, inputs, segments)
-    ce = nn.losses.cross_entropy(logits.astype(mx.float32), targets) * mask
-    ntoks = mask.sum()
-    return ce.sum() / mx.maximum(ntoks, 1), ntoks
+# The default objective (losses.cross_entropy); the name evaluation and the tests import.
+loss_fn = cross_entropy

@@ -1,11 +1,17 @@
 """The training loop: AdamW with warmup + cosine/linear decay, gradient accumulation and clipping, optional
-gradient checkpointing, a compiled step, periodic evaluation with early stopping, checkpoints, metrics."""
+gradient checkpointing, a compiled step, periodic evaluation with early stopping, checkpoints, metrics.
+
+The loop is pluggable as mlx_lm's `train(..., loss=, iterate_batches=, training_callback=)` is: the objective
+(`loss`, see losses.py) and the batch source (`iterate_batches`) are parameters of `Loop`, the callback reports.
+Batches reach the compiled step in few shapes (`to_device`'s length and loss-position buckets), so a new padded
+length does not retrace it after the first steps."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -13,6 +19,7 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+import numpy as np
 import psutil
 from mlx.utils import tree_map
 
@@ -23,7 +30,7 @@ from .callbacks import TrainingCallback
 from .datasets import Batch, BatchPlan, Split
 from .errors import TrainingDiverged
 from .evaluation import loss_over
-from .methods import loss_fn
+from .losses import cross_entropy
 from .metrics import EvalMetrics, MetricsLog, StepMetrics, perplexity
 
 log = logging.getLogger(__name__)
@@ -77,19 +84,77 @@ def enable_grad_checkpoint(model: nn.Module) -> None:
         layer._peftlab_checkpoint = True
 
 
-def to_device(batch: Batch) -> tuple[mx.array, ...]:
-    segments = mx.array(batch.segments) if batch.segments is not None else None
-    return mx.array(batch.inputs), mx.array(batch.targets), mx.array(batch.loss_mask), segments
+def bucket(n: int, limit: int, parts: int = 4) -> int:
+    """n rounded up to the next of `parts` evenly spaced sizes up to `limit` (each a multiple of 32)."""
+    step = max(32, 32 * -(-limit // (parts * 32)))
+    return min(limit, step * -(-n // step))
 
 
-def evaluate_loss(model: nn.Module, plan: BatchPlan, max_batches: int = -1) -> tuple[float, int]:
+def loss_positions(mask: np.ndarray) -> np.ndarray | None:
+    """Flat indices of the positions the head must see: every loss position, padded with positions that carry
+    no loss up to a bucketed count (few shapes for the compiled step); None when that is every position."""
+    flat = mask.reshape(-1)
+    learned = np.flatnonzero(flat > 0)
+    k = bucket(len(learned), flat.size)
+    if k >= flat.size:
+        return None
+    rest = np.flatnonzero(flat <= 0)[: k - len(learned)]
+    return np.concatenate([learned, rest]).astype(np.int32)
+
+
+def to_device(batch: Batch, max_length: int | None = None) -> tuple:
+    """The arrays a loss takes: (inputs, targets, mask, segments, positions).
+
+    max_length: pad the batch's length up to a bucket of it (training; see `bucket`). segments is None when no
+    row holds more than one sample: the model then uses its causal mask (padding sits after the sample and
+    carries no loss), which the fused attention runs much faster than an explicit (B, 1, L, L) mask."""
+    inputs, targets, mask, segments = batch.inputs, batch.targets, batch.loss_mask, batch.segments
+    if max_length is not None:
+        pad = bucket(inputs.shape[1], max_length) - inputs.shape[1]
+        if pad > 0:
+            widths = ((0, 0), (0, pad))
+            inputs, targets, mask = (np.pad(a, widths) for a in (inputs, targets, mask))
+            segments = np.pad(segments, widths) if segments is not None else None
+    if segments is not None and segments.max(initial=0) <= 1:
+        segments = None
+    positions = loss_positions(mask)
+    return (
+        mx.array(inputs),
+        mx.array(targets),
+        mx.array(mask),
+        mx.array(segments) if segments is not None else None,
+        mx.array(positions) if positions is not None else None,
+    )
+
+
+def plan_batches(plan: BatchPlan, progress: checkpoint.Progress) -> Iterator[Batch]:
+    """The default batch source: the plan's batches in order, epoch after epoch, from where `progress` is
+    (so a resume continues with the batch it stopped before); advances progress.epoch / batch_index."""
+    per_epoch = plan.batches_per_epoch()
+    while True:
+        if progress.batch_index >= per_epoch:
+            progress.epoch, progress.batch_index = progress.epoch + 1, 0
+        batch = plan.batch(progress.epoch, progress.batch_index)
+        progress.batch_index += 1
+        yield batch
+
+
+def reduce_gradients(grads):
+    """Where a data-parallel run averages the gradients across workers (mlx_lm's average_gradients); one
+    process: unchanged."""
+    return grads
+
+
+def evaluate_loss(
+    model: nn.Module, plan: BatchPlan, max_batches: int = -1, loss: Callable = cross_entropy
+) -> tuple[float, int]:
     """Token-weighted mean loss over (up to max_batches of) a split, in order."""
     was_training = model.training
     model.eval()
     total, ntoks = mx.array(0.0), mx.array(0.0)
     for batch in plan.epoch_batches(shuffle=False, limit=max_batches):
-        loss, n = loss_fn(model, *to_device(batch))
-        total, ntoks = total + loss * n, ntoks + n
+        value, n = loss(model, *to_device(batch))
+        total, ntoks = total + value * n, ntoks + n
         mx.eval(total, ntoks)
     if was_training:
         model.train()
@@ -103,7 +168,6 @@ class LoopOutcome:
     progress: checkpoint.Progress
     last_train_loss: float
     peak_rss: int
-    saved_at_end: bool
 
 
 class Loop:
@@ -119,9 +183,12 @@ class Loop:
         callback: TrainingCallback,
         metrics: MetricsLog,
         initial_eval: bool = True,
+        loss: Callable = cross_entropy,
+        iterate_batches: Callable[[BatchPlan, checkpoint.Progress], Iterator[Batch]] = plan_batches,
     ):
         self.spec = spec
         self.initial_eval = initial_eval
+        self.loss = loss
         self.model = model
         self.optimizer = optimizer
         self.run_dir = run_dir
@@ -130,14 +197,15 @@ class Loop:
         self.metrics = metrics
         self.train_plan = BatchPlan(train, spec.batch_size, spec.max_seq_length, spec.packing, spec.seed)
         self.valid_plan = BatchPlan(valid, spec.batch_size, spec.max_seq_length, spec.packing, spec.seed)
-        self.batches_per_epoch = self.train_plan.batches_per_epoch()
+        self._batches = iterate_batches(self.train_plan, progress)
         self._process = psutil.Process()
-        self._schedule = learning_rate_schedule(spec)
+        if spec.grad_checkpoint:
+            enable_grad_checkpoint(model)
         self._build_steps()
 
     def _build_steps(self) -> None:
         spec, model, optimizer = self.spec, self.model, self.optimizer
-        value_and_grad = nn.value_and_grad(model, loss_fn)
+        value_and_grad = nn.value_and_grad(model, self.loss)
         # The compiled functions read and write these trees; they must be the live objects (so any checkpoint
         # is loaded before this point).
         state = [model.state, optimizer.state, mx.random.state]
@@ -147,8 +215,8 @@ class Loop:
                 return optim.clip_grad_norm(grads, spec.max_grad_norm)
             return grads, optim.clip_grad_norm(grads, float("inf"))[1]
 
-        def grad_step(inputs, targets, mask, segments):
-            (loss, ntoks), grads = value_and_grad(model, inputs, targets, mask, segments)
+        def grad_step(*batch):
+            (loss, ntoks), grads = value_and_grad(model, *batch)
             return loss, ntoks, grads
 
         def update_step(grads):
@@ -156,9 +224,9 @@ class Loop:
             optimizer.update(model, grads)
             return norm
 
-        def full_step(inputs, targets, mask, segments):
-            loss, ntoks, grads = grad_step(inputs, targets, mask, segments)
-            return loss, ntoks, update_step(grads)
+        def full_step(*batch):
+            loss, ntoks, grads = grad_step(*batch)
+            return loss, ntoks, update_step(reduce_gradients(grads))
 
         if spec.compile:
             grad_step = partial(mx.compile, inputs=state, outputs=state)(grad_step)
@@ -167,33 +235,29 @@ class Loop:
         self._grad_step, self._update_step, self._full_step = grad_step, update_step, full_step
         self._state = state
 
-    def _next_batch(self) -> Batch:
-        p = self.progress
-        if p.batch_index >= self.batches_per_epoch:
-            p.epoch, p.batch_index = p.epoch + 1, 0
-        batch = self.train_plan.batch(p.epoch, p.batch_index)
-        p.batch_index += 1
-        return batch
+    def _next_batch(self) -> tuple[Batch, tuple]:
+        batch = next(self._batches)
+        return batch, to_device(batch, self.spec.max_seq_length)
 
     def _train_step(self) -> tuple[float, int, int, float]:
         """One optimizer step over grad_accumulation micro-batches: (loss, loss tokens, tokens, grad norm)."""
         accumulation = self.spec.grad_accumulation
         if accumulation == 1:
-            batch = self._next_batch()
-            loss, ntoks, norm = self._full_step(*to_device(batch))
+            batch, arrays = self._next_batch()
+            loss, ntoks, norm = self._full_step(*arrays)
             mx.eval(self._state, loss, ntoks, norm)
             return loss.item(), batch.loss_tokens, batch.tokens, norm.item()
         grads, losses, tokens, loss_tokens = None, [], 0, 0
         for _ in range(accumulation):
-            batch = self._next_batch()
-            loss, ntoks, g = self._grad_step(*to_device(batch))
+            batch, arrays = self._next_batch()
+            loss, ntoks, g = self._grad_step(*arrays)
             grads = g if grads is None else tree_map(mx.add, grads, g)
             mx.eval(loss, grads)
             losses.append((loss.item(), batch.loss_tokens))
             tokens += batch.tokens
             loss_tokens += batch.loss_tokens
         grads = tree_map(lambda g: g / accumulation, grads)
-        norm = self._update_step(grads)
+        norm = self._update_step(reduce_gradients(grads))
         mx.eval(self._state, norm)
         mean = sum(loss * n for loss, n in losses) / max(1, loss_tokens)
         return mean, loss_tokens, tokens, norm.item()
@@ -229,8 +293,9 @@ class Loop:
                 status = "cancelled"
                 break
             tic = time.perf_counter()
-            lr = float(self._schedule(p.step))  # the rate this update uses (mlx evaluates it at the old step)
             loss, loss_tokens, tokens, norm = self._train_step()
+            # The rate this update used: the optimizer evaluates its schedule at the old step, before counting.
+            lr = self.optimizer.learning_rate.item()
             seconds = time.perf_counter() - tic
             if not math.isfinite(loss):
                 raise TrainingDiverged(
@@ -275,4 +340,4 @@ class Loop:
                 saved_at = p.step
         if saved_at != p.step:
             self.save()
-        return LoopOutcome(status, p, last_loss, peak_rss, True)
+        return LoopOutcome(status, p, last_loss, peak_rss)
