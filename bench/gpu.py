@@ -63,12 +63,14 @@ def child(peer: str, cfg: dict, work: Path, name: str, timeout: float) -> dict:
     return result
 
 
-def run_torch_cases(shapes, settings: dict, work: Path, budget: Budget, compile_limit: float) -> dict:
+def run_torch_cases(
+    shapes, settings: dict, work: Path, budget: Budget, compile_limit: float, only: set[str]
+) -> dict:
     """Compile every torch case in parallel, then time them one at a time (each waits for its turn file)."""
     procs = {}
     for shape in shapes:
         for method in TORCH_METHODS:
-            if method not in settings["methods"]:
+            if method not in settings["methods"] or (only and f"{shape}-{method}" not in only):
                 continue
             name = f"torch-{shape}-{method}"
             cfg = {**settings, "shape": shape, "method": method, "ready": str(work / f"{name}.ready"),
@@ -228,6 +230,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-s", type=float, default=520, help="stop starting cases after this")
     parser.add_argument("--torch-compile-limit-s", type=float, default=230)
     parser.add_argument("--ceiling-n", type=int, default=8192, help="matmul size of the ceiling probe")
+    parser.add_argument(
+        "--ceiling-tflops", default="", help="MLX,torch rates measured before: skip the probe"
+    )
+    parser.add_argument("--torch-cases", default="", help="only these torch cases, e.g. 1.5b-lora")
     parser.add_argument("--skip", default="", help="comma-separated: torch,engine,mlx_lm,default_job")
     args = parser.parse_args(argv)
     budget = Budget(args.budget_s)
@@ -240,29 +246,36 @@ def main(argv: list[str] | None = None) -> None:
     tic = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
         work = Path(tmp)
-        c = child("ceiling", {"n": args.ceiling_n}, work, "ceiling", 120)
+        if args.ceiling_tflops:  # measured in an earlier call of the same session
+            mlx_rate, torch_rate = map(float, args.ceiling_tflops.split(","))
+            c = {"mlx_tflops": mlx_rate, "torch_tflops": torch_rate, "n": "8192 (earlier call)", "reps": 20}
+        else:
+            c = child("ceiling", {"n": args.ceiling_n}, work, "ceiling", 120)
         c["ceiling_tflops"] = max(c.get("mlx_tflops", 0), c.get("torch_tflops", 0)) or None
         results["ceiling"] = c
         print(f"ceiling: {c}", flush=True)
         if "torch" not in skip:
-            results["torch"] = run_torch_cases(shapes, settings, work, budget, args.torch_compile_limit_s)
-        for shape in shapes:
-            for runner in ("engine", "mlx_lm"):
-                if runner in skip:
-                    continue
-                if budget.left() < 30:
-                    results["skipped"].append(f"{runner} {shape}")
-                    continue
-                cfg = {**settings, "shape": shape}
-                r = child(runner, cfg, work, f"{runner}-{shape}", budget.left())
-                results[runner][shape] = r.get("methods", {m: r for m in settings["methods"]})
-                results.setdefault("mlx_version", r.get("mlx_version"))
-        if args.data and "default_job" not in skip:
-            if budget.left() > 40:
-                results["default_job"] = child("default_job", {"tokenizer": args.tokenizer, "data": args.data},
-                                               work, "default_job", budget.left() + 40)  # fmt: skip
-            else:
-                results["skipped"].append("default job")
+            only = set(filter(None, args.torch_cases.split(",")))
+            results["torch"] = run_torch_cases(
+                shapes, settings, work, budget, args.torch_compile_limit_s, only
+            )
+        # Most wanted first: the time budget drops what comes last.
+        order = [(r, sh) for sh in shapes for r in ("engine", "mlx_lm")]
+        if args.data:
+            order.insert(min(len(order), 3), ("default_job", ""))
+        for runner, shape in order:
+            if runner in skip:
+                continue
+            if budget.left() < 30:
+                results["skipped"].append(f"{runner} {shape}".strip())
+                continue
+            if runner == "default_job":
+                cfg = {"tokenizer": args.tokenizer, "data": args.data}
+                results["default_job"] = child("default_job", cfg, work, "default_job", budget.left() + 40)
+                continue
+            r = child(runner, {**settings, "shape": shape}, work, f"{runner}-{shape}", budget.left())
+            results[runner][shape] = r.get("methods", {m: r for m in settings["methods"]})
+            results.setdefault("mlx_version", r.get("mlx_version"))
     for name, row in results["torch"].items():
         _, shape, method = name.split("-", 2)
         add_mfu(row, shape, method, settings, results["ceiling"].get("ceiling_tflops"))

@@ -109,7 +109,7 @@ def peak_of_one_step(spec, model, splits, tmp_path) -> int:
 
 def test_grad_checkpoint_saves_what_the_memory_model_predicts(default_model, chat_data, tmp_path):
     """Peak memory of a step on the default model with and without gradient checkpointing (same process,
-    same weights): the saving is real and within 35% of the memory model's predicted saving."""
+    same weights): the saving is real and within 25% of the memory model's predicted saving."""
     peaks, predicted = {}, {}
     for checkpointing in (False, True):
         spec = RunSpec.from_dict(
@@ -128,4 +128,4 @@ def test_grad_checkpoint_saves_what_the_memory_model_predicts(default_model, cha
     print(f"peak without/with checkpointing {peaks[False] / 2**20:.0f}/{peaks[True] / 2**20:.0f} MiB; "
           f"saving {measured / 2**20:.0f} MiB measured, {expected / 2**20:.0f} MiB predicted")  # fmt: skip
     assert measured > 0.1 * peaks[False]
-    assert abs(measured - expected) <= 0.35 * expected
+    assert abs(measured - expected) <= 0.25 * expected
