@@ -9,8 +9,8 @@ import pytest
 from mlx.utils import tree_flatten
 from mlx_lm.tuner.dora import DoRALinear
 from mlx_lm.tuner.lora import LoRALinear
-from services.trainer.engine.memory import predict_for_model
 
+from services.common.memory import predict_for_model
 from services.common.spec import RunSpec
 from services.trainer.engine import losses
 from services.trainer.engine.datasets import BatchPlan, load_dataset
