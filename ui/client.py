@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from peftlab.v1 import comparator_pb2, gateway_pb2, gateway_pb2_grpc, optimizer_pb2, trainer_pb2
 from peftlab.v1.common_pb2 import Run, RunEvent, RunSpec
 
+from services.common import transport
 from services.common.metadata import FIELD_KEY, REQUEST_ID_KEY
 
 DEFAULT_GATEWAY = "127.0.0.1:50051"
@@ -125,7 +126,7 @@ def _error(exc: grpc.RpcError, method: str) -> GatewayError:
 @st.cache_resource(show_spinner=False)
 def _channel(address: str) -> grpc.Channel:
     # One channel per gateway address for the whole server process; it reconnects by itself.
-    return grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
+    return transport.channel(address, [("grpc.max_receive_message_length", 64 << 20)])
 
 
 def _stub() -> gateway_pb2_grpc.GatewayStub:

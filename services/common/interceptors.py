@@ -1,86 +1,172 @@
 """The one server interceptor every service installs (maps errors to status codes, logs each call, carries
-the request id and run id in contextvars), and the bearer-token interceptor of the gateway.
+the request id and run id in contextvars, bounds the open streams), and the token interceptors: the gateway's
+bearer token for callers, the service token of the internal services.
 
 Servicers raise the domain errors of services/common/errors.py; this is the only place that turns them
 into gRPC statuses. An error from a downstream gRPC call (the gateway calling a trainer) keeps its code.
 Anything else is a bug: INTERNAL with a generic message, and the traceback goes to the log.
+
+Handlers are plain functions (run in the server's thread pool) or coroutines (the watches); each shape gets
+a wrapper of the same shape, so a coroutine handler never blocks a thread.
 """
 
 from __future__ import annotations
 
 import hmac
+import inspect
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
 import redis
 
-from services.common.errors import ServiceError, Unauthenticated
+from services.common import transport
+from services.common.errors import (
+    InvalidArgument,
+    ResourceExhausted,
+    ServiceError,
+    Unauthenticated,
+)
 from services.common.logs import request_id_var, rpc_var, run_id_var
 from services.common.metadata import FIELD_KEY, REQUEST_ID_KEY
 
 log = logging.getLogger(__name__)
 
+SERVICE_TOKEN_KEY = "x-peftlab-service-token"
 # Calls too frequent to log at INFO.
 _QUIET_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# Status details and trailers stay far below gRPC's 16 KB header limit (a huge echoed value would otherwise
+# turn the caller's INVALID_ARGUMENT into RESOURCE_EXHAUSTED) and log lines stay readable.
+MAX_DETAILS = 1000
+MAX_ID = 64
+
+
+def clip(text: str, limit: int = MAX_DETAILS) -> str:
+    """`text`, cut to `limit` characters with a note saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 def outgoing_metadata(extra: tuple[tuple[str, str], ...] = ()) -> tuple[tuple[str, str], ...]:
-    """Metadata for a downstream call: the current request id, so one id follows a request across services."""
+    """Metadata for a downstream call: the current request id, so one id follows a request across services,
+    and the service token that the internal services require (when one is configured)."""
     request_id = request_id_var.get()
-    return ((REQUEST_ID_KEY, request_id),) + extra if request_id else extra
+    token = transport.service_token()
+    out = ((SERVICE_TOKEN_KEY, token),) if token else ()
+    return ((REQUEST_ID_KEY, request_id),) + out + extra if request_id else out + extra
 
 
-def downstream_timeout(context: grpc.ServicerContext, default: float) -> float:
+def downstream_timeout(context: Any, default: float) -> float:
     """The deadline of a downstream call: ours if the caller set a shorter one (deadlines propagate)."""
     remaining = context.time_remaining()
     return default if remaining is None else max(0.05, min(default, remaining))
 
 
+def call_alive(context: Any) -> Callable[[], bool]:
+    """A predicate that turns False once the call ended (the caller left or its deadline passed)."""
+    ended = threading.Event()
+    context.add_callback(ended.set)
+
+    def alive() -> bool:
+        remaining = context.time_remaining()
+        return not ended.is_set() and (remaining is None or remaining > 0)
+
+    return alive
+
+
+class _Undecodable:
+    """What a request deserializer returns for bytes that are not the message (checked by the wrapper)."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _safe_deserializer(deserializer: Callable | None) -> Callable | None:
+    if deserializer is None:
+        return None
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception as exc:  # gRPC's own handling answers INTERNAL "Exception deserializing request!"
+            return _Undecodable(exc)
+
+    return decode
+
+
+def _safe_id(value: Any) -> str:
+    """A run id fit for a log line: only the id alphabet, clipped (ids are validated later, not here)."""
+    if not isinstance(value, str) or not value:
+        return ""
+    if len(value) > MAX_ID or not all(c.isalnum() or c in "-_" for c in value):
+        return "<invalid>"
+    return value
+
+
 class _Call:
     """The bookkeeping of one call: context variables in, one log line and the status mapping out."""
 
-    def __init__(self, method: str, metadata: dict[str, str], request: Any):
+    def __init__(self, method: str, context: Any, request: Any):
         self.method = method
         self.quiet = method.startswith(_QUIET_PREFIXES)
-        self.request_id = metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex[:12]
+        metadata = dict(context.invocation_metadata() or ())
+        self.request_id = _safe_id(metadata.get(REQUEST_ID_KEY)) or uuid.uuid4().hex[:12]
         run_id = getattr(request, "run_id", "") if request is not None else ""
         self.tokens = (
             rpc_var.set(method.rsplit("/", 1)[-1]),
             request_id_var.set(self.request_id),
-            run_id_var.set(run_id if isinstance(run_id, str) else ""),
+            run_id_var.set(_safe_id(run_id)),
         )
         self.start = time.perf_counter()
         self.code = grpc.StatusCode.OK
 
-    def fail(self, exc: BaseException, context: grpc.ServicerContext) -> None:
-        """Record and abort the call with the status `exc` maps to (context.abort raises)."""
+    def status_of(self, exc: BaseException, context: Any) -> tuple[grpc.StatusCode, str] | None:
+        """The status `exc` maps to, or None if the handler aborted the call itself (its status stands)."""
+        if isinstance(exc, grpc.aio.AbortError):
+            return None
         if isinstance(exc, ServiceError):
-            self.code = grpc.StatusCode[exc.code]
             trailing = [(REQUEST_ID_KEY, self.request_id)]
             if exc.field:
-                trailing.append((FIELD_KEY, exc.field))
+                trailing.append((FIELD_KEY, clip(exc.field, 200)))
             context.set_trailing_metadata(tuple(trailing))
-            context.abort(self.code, str(exc))
+            return grpc.StatusCode[exc.code], clip(str(exc))
         if isinstance(exc, redis.RedisError):
-            self.code = grpc.StatusCode.UNAVAILABLE
-            log.warning("redis unavailable", extra={"error": str(exc)})
-            context.abort(self.code, "the state store (Redis) is unavailable; retry shortly")
+            log.warning("redis unavailable", extra={"error": clip(str(exc), 300)})
+            return grpc.StatusCode.UNAVAILABLE, "the state store (Redis) is unavailable; retry shortly"
         if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):
-            self.code = exc.code()
-            context.abort(self.code, exc.details() or self.code.name)
-        if context.code() not in (None, grpc.StatusCode.OK):
-            # The handler called context.abort itself; its status stands.
-            self.code = context.code()
-            raise exc
-        self.code = grpc.StatusCode.INTERNAL
+            code = exc.code()
+            if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
+                # A downstream bug is still ours to report, without its text.
+                log.error("downstream error", extra={"code": code.name, "error": clip(exc.details() or "")})
+                return (
+                    code,
+                    f"a downstream service failed (request id {self.request_id}); see the server logs",
+                )
+            return code, clip(exc.details() or code.name)
         log.error("unhandled error", exc_info=exc)
-        context.abort(
-            grpc.StatusCode.INTERNAL, f"internal error (request id {self.request_id}); see the server log"
-        )
+        return grpc.StatusCode.INTERNAL, f"internal error (request id {self.request_id}); see the server log"
+
+    def fail(self, exc: BaseException, context: Any) -> None:
+        """Abort the call with the status `exc` maps to (a plain handler's context.abort raises)."""
+        status = self.status_of(exc, context)
+        if status is None:
+            self.code = grpc.StatusCode.ABORTED
+            raise exc
+        self.code = status[0]
+        context.abort(*status)
+
+    async def fail_async(self, exc: BaseException, context: Any) -> None:
+        status = self.status_of(exc, context)
+        if status is None:
+            self.code = grpc.StatusCode.ABORTED
+            raise exc
+        self.code = status[0]
+        await context.abort(*status)
 
     def finish(self) -> None:
         elapsed_ms = round((time.perf_counter() - self.start) * 1000, 1)
@@ -92,13 +178,55 @@ class _Call:
             var.reset(token)
 
 
-def _wrap_unary_response(method: str, behavior: Callable, streaming_request: bool) -> Callable:
-    def handle(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
-        call = _Call(
-            method, dict(context.invocation_metadata()), None if streaming_request else request_or_iterator
+def _check_decoded(request: Any) -> None:
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument(
+            f"the request bytes are not a valid message of this method ({clip(str(request.error), 200)})"
         )
+
+
+class StreamLimit:
+    """At most `limit` server streams open at once; the next is refused with RESOURCE_EXHAUSTED."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.open = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> None:
+        with self._lock:
+            if self.open >= self.limit:
+                raise ResourceExhausted(
+                    f"{self.open} streams are open, the server's limit (PEFTLAB_MAX_STREAMS={self.limit}); "
+                    "close a watch or retry later"
+                )
+            self.open += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.open -= 1
+
+
+def _wrap_unary(method: str, behavior: Callable, streaming_request: bool) -> Callable:
+    if inspect.iscoroutinefunction(behavior):
+
+        async def handle_async(request: Any, context: Any) -> Any:
+            call = _Call(method, context, None if streaming_request else request)
+            try:
+                _check_decoded(request)
+                return await behavior(request, context)
+            except Exception as exc:
+                await call.fail_async(exc, context)
+            finally:
+                call.finish()
+
+        return handle_async
+
+    def handle(request: Any, context: Any) -> Any:
+        call = _Call(method, context, None if streaming_request else request)
         try:
-            return behavior(request_or_iterator, context)
+            _check_decoded(request)
+            return behavior(request, context)
         except Exception as exc:
             call.fail(exc, context)
         finally:
@@ -107,13 +235,35 @@ def _wrap_unary_response(method: str, behavior: Callable, streaming_request: boo
     return handle
 
 
-def _wrap_stream_response(method: str, behavior: Callable, streaming_request: bool) -> Callable:
-    def handle(request_or_iterator: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        call = _Call(
-            method, dict(context.invocation_metadata()), None if streaming_request else request_or_iterator
-        )
+def _wrap_stream(method: str, behavior: Callable, streaming_request: bool, limit: StreamLimit) -> Callable:
+    if inspect.isasyncgenfunction(behavior):
+
+        async def handle_async(request: Any, context: Any) -> AsyncIterator[Any]:
+            call = _Call(method, context, None if streaming_request else request)
+            try:
+                _check_decoded(request)
+                limit.enter()
+                try:
+                    async for response in behavior(request, context):
+                        yield response
+                finally:
+                    limit.leave()
+            except Exception as exc:
+                await call.fail_async(exc, context)
+            finally:
+                call.finish()
+
+        return handle_async
+
+    def handle(request: Any, context: Any) -> Iterator[Any]:
+        call = _Call(method, context, None if streaming_request else request)
         try:
-            yield from behavior(request_or_iterator, context)
+            _check_decoded(request)
+            limit.enter()
+            try:
+                yield from behavior(request, context)
+            finally:
+                limit.leave()
         except Exception as exc:
             call.fail(exc, context)
         finally:
@@ -122,45 +272,44 @@ def _wrap_stream_response(method: str, behavior: Callable, streaming_request: bo
     return handle
 
 
-def _rewrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+def _rewrap(handler: grpc.RpcMethodHandler, method: str, limit: StreamLimit) -> grpc.RpcMethodHandler:
     kwargs = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": _safe_deserializer(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary_response(method, handler.unary_unary, False), **kwargs
-        )
+        return grpc.unary_unary_rpc_method_handler(_wrap_unary(method, handler.unary_unary, False), **kwargs)
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream_response(method, handler.unary_stream, False), **kwargs
+            _wrap_stream(method, handler.unary_stream, False, limit), **kwargs
         )
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary_response(method, handler.stream_unary, True), **kwargs
-        )
+        return grpc.stream_unary_rpc_method_handler(_wrap_unary(method, handler.stream_unary, True), **kwargs)
     return grpc.stream_stream_rpc_method_handler(
-        _wrap_stream_response(method, handler.stream_stream, True), **kwargs
+        _wrap_stream(method, handler.stream_stream, True, limit), **kwargs
     )
 
 
-class ServiceInterceptor(grpc.ServerInterceptor):
-    """Error mapping + call logging + request/run id context, for every RPC of a server."""
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    """Error mapping + call logging + request/run id context + the stream bound, for every RPC of a server."""
 
-    def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails) -> Any:
-        handler = continuation(handler_call_details)
+    def __init__(self, limit: StreamLimit | None = None):
+        self.limit = limit or StreamLimit(2000)
+
+    async def intercept_service(self, continuation: Callable, handler_call_details: Any) -> Any:
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        return _rewrap(handler, handler_call_details.method)
+        return _rewrap(handler, handler_call_details.method, self.limit)
 
 
 def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
     """A handler of the same shape as `handler` that raises Unauthenticated (mapped by ServiceInterceptor)."""
 
-    def deny(request: Any, context: grpc.ServicerContext) -> Any:
+    def deny(request: Any, context: Any) -> Any:
         raise Unauthenticated(message)
 
-    def deny_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+    def deny_stream(request: Any, context: Any) -> Iterator[Any]:
         raise Unauthenticated(message)
         yield  # pragma: no cover - makes this a generator
 
@@ -177,23 +326,54 @@ def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandl
     return grpc.stream_stream_rpc_method_handler(deny_stream, **kwargs)
 
 
-class BearerTokenInterceptor(grpc.ServerInterceptor):
-    """Every call except health checks needs `authorization: Bearer <token>` (the gateway's PEFTLAB_API_TOKEN)."""
+def _matches(given: str, expected: bytes) -> bool:
+    return hmac.compare_digest(given.encode(), expected)
+
+
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
+    """Every call except health checks needs `authorization: Bearer <token>` (the gateway's PEFTLAB_API_TOKEN).
+    A trusted service (holding the service token) may call on a caller's behalf with the caller's token."""
 
     OPEN = ("/grpc.health.v1.Health/",)
 
     def __init__(self, token: str):
         self._expected = f"Bearer {token}".encode()
 
-    def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails) -> Any:
+    async def intercept_service(self, continuation: Callable, handler_call_details: Any) -> Any:
         if handler_call_details.method.startswith(self.OPEN):
-            return continuation(handler_call_details)
+            return await continuation(handler_call_details)
         metadata = dict(handler_call_details.invocation_metadata or ())
-        given = str(metadata.get("authorization", "")).encode()
-        if hmac.compare_digest(given, self._expected):
-            return continuation(handler_call_details)
-        handler = continuation(handler_call_details)
+        given = str(metadata.get("authorization", ""))
+        if _matches(given, self._expected):
+            return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
         reason = "invalid bearer token" if given else "missing metadata 'authorization: Bearer <token>'"
+        return _denied(handler, reason)
+
+
+class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):
+    """The internal services (trainer, optimizer, comparator) answer only callers holding the service token
+    (metadata `x-peftlab-service-token`, PEFTLAB_SERVICE_TOKEN or PEFTLAB_SERVICE_TOKEN_FILE): the gateway,
+    the comparator and the trainers. Health and reflection stay open (probes, grpcurl list)."""
+
+    OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+    def __init__(self, token: str):
+        self._expected = token.encode()
+
+    async def intercept_service(self, continuation: Callable, handler_call_details: Any) -> Any:
+        if handler_call_details.method.startswith(self.OPEN):
+            return await continuation(handler_call_details)
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        given = str(metadata.get(SERVICE_TOKEN_KEY, ""))
+        handler = await continuation(handler_call_details)
+        if handler is None or _matches(given, self._expected):
+            return handler
+        reason = (
+            f"invalid service token in '{SERVICE_TOKEN_KEY}'"
+            if given
+            else f"this is an internal service: call it through the gateway (missing '{SERVICE_TOKEN_KEY}')"
+        )
         return _denied(handler, reason)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
-import grpc
 from peftlab.v1 import trainer_pb2
 
 from services.common import codec
@@ -12,7 +11,7 @@ from services.common.errors import InvalidArgument
 from services.common.redis_store import RunStore
 from services.common.status_names import RUN_STATUSES, run_status_name
 from services.common.validation import check_id, page_size
-from services.common.watch import follow_run
+from services.common.watch import AsyncRedis, follow_run
 
 
 def list_runs(store: RunStore, request: trainer_pb2.ListRunsRequest) -> trainer_pb2.ListRunsResponse:
@@ -35,11 +34,12 @@ def list_runs(store: RunStore, request: trainer_pb2.ListRunsRequest) -> trainer_
     return trainer_pb2.ListRunsResponse(runs=[codec.run_to_proto(r) for r in records], next_page_token=token)
 
 
-def watch_run(
-    store: RunStore, request: trainer_pb2.WatchRunRequest, context: grpc.ServicerContext
-) -> Iterator:
+async def watch_run(
+    events: AsyncRedis, store: RunStore, request: trainer_pb2.WatchRunRequest
+) -> AsyncIterator[trainer_pb2.WatchRunResponse]:
+    """WatchRun as a coroutine: it waits on Redis, not in a thread (the caller leaving cancels it)."""
     check_id(request.run_id, "run_id")
-    for event in follow_run(store, request.run_id, request.after_event_id, context.is_active):
+    async for event in follow_run(events.client(), store, request.run_id, request.after_event_id):
         yield trainer_pb2.WatchRunResponse(event=codec.event_to_proto(event))
 
 

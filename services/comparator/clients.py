@@ -10,6 +10,7 @@ import grpc
 from peftlab.v1 import gateway_pb2, gateway_pb2_grpc, optimizer_pb2, optimizer_pb2_grpc, trainer_pb2
 
 from services.common import codec as common_codec
+from services.common import transport
 from services.common.errors import ServiceError, Unavailable, error_for_code
 from services.common.interceptors import outgoing_metadata
 from services.common.messages import params_from_proto
@@ -33,7 +34,7 @@ class GatewayRuns:
     """Submits and cancels runs through the gateway."""
 
     def __init__(self, address: str, token: str = "", timeout: float = 30.0):
-        self.channel = grpc.insecure_channel(address)
+        self.channel = transport.channel(address)
         self.stub = gateway_pb2_grpc.GatewayStub(self.channel)
         self.token = token
         self.timeout = timeout
@@ -82,7 +83,7 @@ class OptimizerClient:
     """Asks the optimizer for the next configurations of a study."""
 
     def __init__(self, address: str, timeout: float = 30.0):
-        self.channel = grpc.insecure_channel(address)
+        self.channel = transport.channel(address)
         self.stub = optimizer_pb2_grpc.OptimizerStub(self.channel)
         self.timeout = timeout
 

@@ -27,7 +27,8 @@ class ComparatorConfig(RedisConfig):
     )
     call_timeout: float = env_field(30.0, "Deadline of calls to the gateway and the optimizer, seconds.")
     local_slots: int = env_field(1, "PyTorch-backend runs this comparator executes at once.")
-    max_workers: int = env_field(16, "gRPC worker threads (each open watch stream holds one).")
+    max_workers: int = env_field(16, "gRPC worker threads for unary calls (watches hold none).")
+    max_streams: int = env_field(2000, "Open server streams at most; the next gets RESOURCE_EXHAUSTED.")
     log_level: str = env_field("INFO", "Log level.")
     log_format: str = env_field("text", "text (key=value) or json.")
 

@@ -19,7 +19,6 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from services.common.errors import FailedPrecondition, NotFound, ServiceError
@@ -37,7 +36,6 @@ from .requests import ComparisonRequest, StudyRequest, check_comparison, check_s
 from .state import (
     TERMINAL,
     Cell,
-    ExperimentEvent,
     ExperimentRecord,
     ExperimentStore,
     LeaseLost,
@@ -245,27 +243,6 @@ class Comparator:
         for run in self.store.local_runs(experiment_id).values():
             if run.status in ("QUEUED", "RUNNING"):
                 self.local.cancel(run)
-
-    def watch(
-        self,
-        experiment_id: str,
-        after: str = "",
-        is_active: Callable[[], bool] = lambda: True,
-        poll_ms: int = 1000,
-    ) -> Iterator[ExperimentEvent]:
-        """The experiment's events after `after`; ends once it ended and every event was sent."""
-        self.store.status_of(experiment_id)
-        last = after
-        while is_active():
-            events = self.store.read_events(experiment_id, last, block_ms=poll_ms)
-            for event in events:
-                yield event
-                last = event.id
-            if not events and self.store.status_of(experiment_id) in TERMINAL:
-                # Anything written with the final status is in the stream already; drain and end.
-                for event in self.store.read_events(experiment_id, last):
-                    yield event
-                return
 
     # ---- reports ----
 

@@ -39,7 +39,13 @@ def make_server(config: ComparatorConfig) -> tuple[GrpcServer, Comparator]:
     binding = ServiceBinding(
         SERVICE_NAME, comparator_pb2_grpc.add_ComparatorServicer_to_server, ComparatorServicer(comparator)
     )
-    return build_server(config.address(), [binding], max_workers=config.max_workers), comparator
+    return build_server(
+        config.address(),
+        [binding],
+        max_workers=config.max_workers,
+        max_streams=config.max_streams,
+        internal=True,
+    ), comparator
 
 
 def main() -> None:

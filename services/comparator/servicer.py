@@ -7,14 +7,17 @@ from peftlab.v1 import comparator_pb2 as pb
 from peftlab.v1 import comparator_pb2_grpc
 
 from services.common.validation import check_id, check_range
+from services.common.watch import AsyncRedis, follow_stream
 
 from . import codec
 from .experiments import Comparator
+from .state import ExperimentEvent
 
 
 class ComparatorServicer(comparator_pb2_grpc.ComparatorServicer):
     def __init__(self, comparator: Comparator):
         self.comparator = comparator
+        self.events = AsyncRedis(comparator.config.redis_url)
 
     def StartComparison(self, request, context):
         view = self.comparator.start_comparison(codec.comparison_request_from_proto(request))
@@ -37,9 +40,23 @@ class ComparatorServicer(comparator_pb2_grpc.ComparatorServicer):
             experiments=[codec.experiment_to_proto(v) for v in views], next_page_token=token
         )
 
-    def WatchExperiment(self, request, context):
-        check_id(request.experiment_id, "experiment_id")
-        for event in self.comparator.watch(request.experiment_id, request.after_event_id, context.is_active):
+    async def WatchExperiment(self, request, context):
+        """A coroutine: it waits on the experiment's Redis stream, not in a thread."""
+        experiment_id = request.experiment_id
+        check_id(experiment_id, "experiment_id")
+        store = self.comparator.store
+        entries = follow_stream(
+            self.events.client(),
+            store.key(experiment_id),
+            store.key(experiment_id, "events"),
+            request.after_event_id,
+            ends=lambda entry: False,
+            what=f"experiment {experiment_id!r}",
+            field_name="experiment_id",
+            block_ms=1000,
+        )
+        async for e in entries:
+            event = ExperimentEvent(id=e.id, experiment_id=experiment_id, kind=e.kind, data=e.data)
             yield pb.WatchExperimentResponse(event=codec.event_to_proto(event))
 
     def CancelExperiment(self, request, context):

@@ -36,7 +36,8 @@ class GatewayConfig(RedisConfig):
         True, "Resume LOST runs (their trainer died or shut down) from their checkpoint."
     )
     max_auto_resumes: int = env_field(3, "A run lost more often than this is FAILED instead.")
-    max_workers: int = env_field(64, "gRPC worker threads (each open watch stream holds one).")
+    max_workers: int = env_field(64, "gRPC worker threads for unary calls (watches hold none).")
+    max_streams: int = env_field(2000, "Open server streams at most; the next gets RESOURCE_EXHAUSTED.")
     log_level: str = env_field("INFO", "Log level.")
     log_format: str = env_field("text", "text (key=value) or json.")
 

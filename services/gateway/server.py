@@ -38,6 +38,7 @@ def make_server(config: GatewayConfig, store: RunStore | None = None) -> tuple[G
         ],
         interceptors=interceptors,
         max_workers=config.max_workers,
+        max_streams=config.max_streams,
     )
     return grpc_server, gateway
 

@@ -8,9 +8,9 @@ import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from peftlab.v1 import gateway_pb2, gateway_pb2_grpc, optimizer_pb2, trainer_pb2
+from peftlab.v1 import comparator_pb2_grpc, gateway_pb2, gateway_pb2_grpc, optimizer_pb2, trainer_pb2
 
-from services.common import codec
+from services.common import codec, transport
 from services.common.config import peftlab_version
 from services.common.errors import InvalidArgument
 from services.common.experiment_rules import check_arm_names, check_seeds
@@ -19,9 +19,16 @@ from services.common.messages import placement_from_proto
 from services.common.run_rpcs import list_runs, watch_run
 from services.common.status_names import run_status_value
 from services.common.validation import check_evaluation, check_generation, check_id, check_range
+from services.common.watch import AsyncRedis
 from services.gateway import adapters
 from services.gateway.gateway import Gateway
-from services.gateway.trainers import Channels, comparator_stub, optimizer_stub
+from services.gateway.trainers import CHANNEL_OPTIONS, Channels, comparator_stub, optimizer_stub
+
+
+def caller_auth(context) -> tuple[tuple[str, str], ...]:
+    """The caller's own bearer token, forwarded so the comparator acts on the caller's behalf."""
+    auth = dict(context.invocation_metadata() or ()).get("authorization", "")
+    return (("authorization", auth),) if auth else ()
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
@@ -30,6 +37,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.store = gateway.store
         self.config = gateway.config
         self.channels = channels
+        self.events = AsyncRedis(self.config.redis_url)
+        self._aio_comparator = None
 
     def _comparator(self):
         return comparator_stub(self.channels, self.config.comparator_address)
@@ -53,8 +62,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     def ListRuns(self, request, context):
         return list_runs(self.store, request)
 
-    def WatchRun(self, request, context):
-        yield from watch_run(self.store, request, context)
+    async def WatchRun(self, request, context):
+        async for response in watch_run(self.events, self.store, request):
+            yield response
 
     def CancelRun(self, request, context):
         record = self.gateway.cancel(request.run_id, request.reason)
@@ -219,7 +229,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     def _unary(self, method: str, request, context):
         timeout = downstream_timeout(context, self.config.trainer_timeout)
-        return getattr(self._comparator(), method)(request, timeout=timeout, metadata=outgoing_metadata())
+        return getattr(self._comparator(), method)(
+            request, timeout=timeout, metadata=outgoing_metadata(caller_auth(context))
+        )
 
     def StartComparison(self, request, context):
         check_arm_names([arm.name for arm in request.arms])
@@ -251,12 +263,20 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         check_id(request.experiment_id, "experiment_id")
         return self._unary("GetReport", request, context)
 
-    def WatchExperiment(self, request, context):
+    async def WatchExperiment(self, request, context):
+        """Forwarded over an asyncio channel: the wait for the comparator's next event holds no thread."""
         check_id(request.experiment_id, "experiment_id")
+        if self._aio_comparator is None:  # made here, inside the server's event loop that it belongs to
+            self._aio_comparator = comparator_pb2_grpc.ComparatorStub(
+                transport.aio_channel(self.config.comparator_address, CHANNEL_OPTIONS)
+            )
         timeout = downstream_timeout(context, self.config.stream_timeout)
-        responses = self._comparator().WatchExperiment(request, timeout=timeout, metadata=outgoing_metadata())
+        responses = self._aio_comparator.WatchExperiment(
+            request, timeout=timeout, metadata=outgoing_metadata(caller_auth(context))
+        )
         try:
-            yield from responses
+            async for response in responses:
+                yield response
         finally:
             responses.cancel()
 

@@ -7,7 +7,7 @@ import threading
 import grpc
 from peftlab.v1 import comparator_pb2_grpc, optimizer_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 
-from services.common import codec
+from services.common import codec, transport
 from services.common.errors import Unavailable
 from services.common.interceptors import outgoing_metadata
 from services.common.metadata import FIELD_KEY
@@ -24,7 +24,7 @@ RETRY_CODES = frozenset(
         grpc.StatusCode.UNKNOWN,
     }
 )
-_OPTIONS = [("grpc.keepalive_time_ms", 30000), ("grpc.enable_retries", 1)]
+CHANNEL_OPTIONS = [("grpc.keepalive_time_ms", 30000), ("grpc.enable_retries", 1)]
 
 
 class Channels:
@@ -38,7 +38,7 @@ class Channels:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = self._channels[address] = grpc.insecure_channel(address, options=_OPTIONS)
+                channel = self._channels[address] = transport.channel(address, CHANNEL_OPTIONS)
             return channel
 
     def close(self) -> None:

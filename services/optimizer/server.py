@@ -19,7 +19,7 @@ def make_server(config: OptimizerConfig) -> GrpcServer:
     binding = ServiceBinding(
         SERVICE_NAME, optimizer_pb2_grpc.add_OptimizerServicer_to_server, OptimizerServicer(config)
     )
-    return build_server(config.address(), [binding], max_workers=config.max_workers)
+    return build_server(config.address(), [binding], max_workers=config.max_workers, internal=True)
 
 
 def main() -> None:

@@ -33,7 +33,8 @@ class TrainerConfig(RedisConfig):
     cancel_grace: float = env_field(60.0, "Seconds a cancelled run gets to checkpoint before it is killed.")
     shutdown_grace: float = env_field(30.0, "Seconds running work gets to checkpoint on SIGTERM.")
     generate_slots: int = env_field(2, "Generate/Evaluate calls served at once (each in its own process).")
-    max_workers: int = env_field(32, "gRPC worker threads (each open WatchRun stream holds one).")
+    max_workers: int = env_field(32, "gRPC worker threads for unary calls (watches hold none).")
+    max_streams: int = env_field(2000, "Open server streams at most; the next gets RESOURCE_EXHAUSTED.")
     run_memory_limit_mb: int = env_field(
         0,
         "Address-space cap (RLIMIT_AS) on each run's process, MiB; 0 = none.",

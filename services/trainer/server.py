@@ -31,7 +31,9 @@ def detect_hardware() -> dict:
 def make_server(config: TrainerConfig, store: RunStore | None = None) -> tuple[GrpcServer, Trainer]:
     """A bound, not yet started server and its trainer core (call trainer.register() once it serves)."""
     store = store or RunStore.from_url(config.redis_url, config.redis_prefix, config.events_maxlen)
-    grpc_server = build_server(config.address(), max_workers=config.max_workers)
+    grpc_server = build_server(
+        config.address(), max_workers=config.max_workers, max_streams=config.max_streams, internal=True
+    )
     # The trainer's registry id and address name its port, known only once bound.
     identity = Identity(
         trainer_id=config.resolved_id(grpc_server.port),

@@ -5,8 +5,10 @@ from __future__ import annotations
 from peftlab.v1 import trainer_pb2, trainer_pb2_grpc
 
 from services.common import codec
+from services.common.interceptors import call_alive
 from services.common.run_rpcs import evaluate_response, list_runs, watch_run
 from services.common.validation import check_id
+from services.common.watch import AsyncRedis
 from services.trainer.trainer import Trainer
 
 
@@ -14,6 +16,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
         self.store = trainer.store
+        self.events = AsyncRedis(trainer.config.redis_url)
 
     def StartRun(self, request, context):
         record = self.trainer.start_run(
@@ -32,8 +35,9 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
     def ListRuns(self, request, context):
         return list_runs(self.store, request)
 
-    def WatchRun(self, request, context):
-        yield from watch_run(self.store, request, context)
+    async def WatchRun(self, request, context):
+        async for response in watch_run(self.events, self.store, request):
+            yield response
 
     def CancelRun(self, request, context):
         record = self.trainer.cancel_run(request.run_id, request.reason)
@@ -45,7 +49,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
 
     def Evaluate(self, request, context):
         out = self.trainer.evaluate(
-            request.run_id, request.split, request.max_batches, request.task_samples, context.is_active
+            request.run_id, request.split, request.max_batches, request.task_samples, call_alive(context)
         )
         return evaluate_response(request.run_id, out)
 
@@ -57,7 +61,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
             model=request.model if source == "model" else "",
             max_tokens=request.max_tokens,
             temperature=request.temperature,
-            is_active=context.is_active,
+            is_active=call_alive(context),
         )
         for text in pieces:
             yield trainer_pb2.GenerateResponse(text=text)
