@@ -6,6 +6,17 @@ request field names it, so a client can point at the input to fix.
 
 from __future__ import annotations
 
+# Status details and trailers stay far below gRPC's 16 KB header limit (a huge echoed value would otherwise
+# turn the caller's INVALID_ARGUMENT into RESOURCE_EXHAUSTED) and log lines stay readable.
+MAX_DETAILS = 1000
+
+
+def clip(text: str, limit: int = MAX_DETAILS) -> str:
+    """`text`, cut to `limit` characters with a note saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
 
 class ServiceError(Exception):
     """Base of the errors a service raises on purpose; anything else becomes INTERNAL."""

@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common import transport
 from services.common.interceptors import ServiceInterceptor, ServiceTokenInterceptor, StreamLimit
+from services.common.watch import close_clients
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,15 @@ class _LoopThread:
         return self.run(call())
 
     def close(self) -> None:
+        async def cancel_tasks() -> None:  # e.g. a watch hub's XREAD: end it before the loop goes
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await close_clients(asyncio.get_running_loop())
+
+        if self.thread.is_alive():
+            self.run(cancel_tasks(), timeout=5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         if not self.thread.is_alive():
@@ -85,6 +95,7 @@ class GrpcServer:
     health: health.aio.HealthServicer
     loop: _LoopThread
     pool: futures.ThreadPoolExecutor
+    streams: StreamLimit
     names: list[str] = field(default_factory=list)
     stopped: bool = False
 
@@ -147,10 +158,12 @@ def build_server(
     loop = _LoopThread(f"grpc-{address}")
     pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc")
 
+    streams = StreamLimit(max_streams)
+
     async def create() -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
         server = grpc.aio.server(
             migration_thread_pool=pool,
-            interceptors=[ServiceInterceptor(StreamLimit(max_streams)), *interceptors],
+            interceptors=[ServiceInterceptor(streams), *interceptors],
             options=_OPTIONS,
         )
         health_servicer = health.aio.HealthServicer()
@@ -174,7 +187,9 @@ def build_server(
     if port == 0:
         loop.close()
         raise OSError(f"cannot listen on {address} (port in use?)")
-    grpc_server = GrpcServer(server=server, port=port, health=health_servicer, loop=loop, pool=pool)
+    grpc_server = GrpcServer(
+        server=server, port=port, health=health_servicer, loop=loop, pool=pool, streams=streams
+    )
     for binding in bindings:
         grpc_server.add(binding)
     return grpc_server

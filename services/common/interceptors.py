@@ -30,6 +30,7 @@ from services.common.errors import (
     ResourceExhausted,
     ServiceError,
     Unauthenticated,
+    clip,
 )
 from services.common.logs import request_id_var, rpc_var, run_id_var
 from services.common.metadata import FIELD_KEY, REQUEST_ID_KEY
@@ -39,17 +40,7 @@ log = logging.getLogger(__name__)
 SERVICE_TOKEN_KEY = "x-peftlab-service-token"
 # Calls too frequent to log at INFO.
 _QUIET_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-# Status details and trailers stay far below gRPC's 16 KB header limit (a huge echoed value would otherwise
-# turn the caller's INVALID_ARGUMENT into RESOURCE_EXHAUSTED) and log lines stay readable.
-MAX_DETAILS = 1000
 MAX_ID = 64
-
-
-def clip(text: str, limit: int = MAX_DETAILS) -> str:
-    """`text`, cut to `limit` characters with a note saying how much was left out."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 def outgoing_metadata(extra: tuple[tuple[str, str], ...] = ()) -> tuple[tuple[str, str], ...]:
@@ -136,9 +127,9 @@ class _Call:
             context.set_trailing_metadata(tuple(trailing))
             return grpc.StatusCode[exc.code], clip(str(exc))
         if isinstance(exc, redis.RedisError):
-            log.warning("redis unavailable", extra={"error": clip(str(exc), 300)})
+            log.warning("redis unavailable: %s", clip(repr(exc), 300))
             return grpc.StatusCode.UNAVAILABLE, "the state store (Redis) is unavailable; retry shortly"
-        if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):
+        if isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None)):  # sync or aio call
             code = exc.code()
             if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
                 # A downstream bug is still ours to report, without its text.

@@ -39,7 +39,7 @@ async def watch_run(
 ) -> AsyncIterator[trainer_pb2.WatchRunResponse]:
     """WatchRun as a coroutine: it waits on Redis, not in a thread (the caller leaving cancels it)."""
     check_id(request.run_id, "run_id")
-    async for event in follow_run(events.client(), store, request.run_id, request.after_event_id):
+    async for event in follow_run(events, store, request.run_id, request.after_event_id):
         yield trainer_pb2.WatchRunResponse(event=codec.event_to_proto(event))
 
 

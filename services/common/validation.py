@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import InvalidArgument, NotFound, clip
 
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# \Z, not $: "$" also matches before a trailing newline ("run\n" would pass).
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 MAX_NAME = 200
 MAX_LABELS = 32
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -47,7 +48,7 @@ def new_id(prefix: str) -> str:
 def check_id(value: str, field: str) -> str:
     if not _ID.match(value or ""):
         raise InvalidArgument(
-            f"must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit; got {value!r}",
+            f"must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit; got {clip(repr(value), 80)}",
             field,
         )
     return value

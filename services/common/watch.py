@@ -8,8 +8,10 @@ its subject is SUCCEEDED, FAILED or CANCELLED and every event up to that point h
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,23 +22,133 @@ from services.common.records import RunEvent
 from services.common.redis_store import RunStore, check_event_id
 from services.common.status_machine import TERMINAL
 
-# A watch blocks this long on its stream per read. Every status change is an event in the stream, so the
+# A watch waits this long for its stream per round. Every status change is an event in the stream, so the
 # wait ends as soon as anything happens; the timeout only bounds how stale a deleted subject can be.
 BLOCK_MS = 5000
+# Watches read through a small shared pool (waiting for a connection, not failing, when it is busy).
+READ_CONNECTIONS = 32
+
+
+def _stream_id(value: str) -> tuple[int, int]:
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class StreamHub:
+    """One blocking XREAD over every watched stream, on one connection, however many watches are open: each
+    watch reads its own entries without blocking and parks here until its stream grows. A watch on a stream
+    the in-flight XREAD does not cover wakes it with CLIENT UNBLOCK, so it waits no longer than needed."""
+
+    def __init__(self, url: str, reads: redis.asyncio.Redis):
+        self.conn = redis.asyncio.Redis.from_url(
+            url, decode_responses=True, single_connection_client=True, socket_timeout=BLOCK_MS / 1000 + 10
+        )
+        self.reads = reads
+        self.waiters: dict[str, list[tuple[str, asyncio.Future]]] = {}
+        self.task: asyncio.Task | None = None
+        self.blocked_on: set[str] = set()
+        self.client_id: int | None = None
+        self.unblocking = False
+
+    async def wait(self, key: str, after: str, timeout: float) -> None:
+        """Until `key` has an entry after `after`, or `timeout` seconds; raises if Redis is unreachable."""
+        future = asyncio.get_running_loop().create_future()
+        self.waiters.setdefault(key, []).append((after, future))
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run())
+        elif key not in self.blocked_on and self.client_id is not None and not self.unblocking:
+            self.unblocking = True
+            asyncio.create_task(self._unblock(self.client_id))
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            entries = self.waiters.get(key, [])
+            if (after, future) in entries:
+                entries.remove((after, future))
+            if not entries:
+                self.waiters.pop(key, None)
+        if future.done() and future.exception() is not None:
+            raise future.exception()
+
+    async def _unblock(self, client_id: int) -> None:
+        try:
+            await self.reads.client_unblock(client_id)
+        except redis.RedisError:
+            pass  # the XREAD ends by its own timeout
+        finally:
+            self.unblocking = False
+
+    async def _run(self) -> None:
+        while self.waiters:
+            streams = {
+                key: min((after for after, _ in entries), key=_stream_id)
+                for key, entries in self.waiters.items()
+                if entries
+            }
+            try:
+                self.client_id = await self.conn.client_id()
+                self.blocked_on = set(streams)
+                reply = await self.conn.xread(streams, count=1, block=BLOCK_MS)
+            except redis.RedisError as exc:
+                self._wake(list(streams), exc)
+                await asyncio.sleep(0.5)
+                continue
+            finally:
+                self.client_id = None
+                self.blocked_on = set()
+            self._wake([key for key, _ in reply or []])
+
+    def _wake(self, keys: list[str], error: Exception | None = None) -> None:
+        for key in keys:
+            for _, future in self.waiters.get(key, []):
+                if not future.done():
+                    future.set_exception(error) if error else future.set_result(None)
+
+
+_OPEN: weakref.WeakSet[AsyncRedis] = weakref.WeakSet()
+
+
+async def close_clients(loop: asyncio.AbstractEventLoop) -> None:
+    """Close the watches' Redis clients made on `loop` (a server calls this before its loop ends)."""
+    for events in list(_OPEN):
+        if events.loop is loop:
+            await events.aclose()
 
 
 class AsyncRedis:
-    """One redis.asyncio client, made on first use inside the server's event loop (a client belongs to the
-    loop that made it). The URL carries the password and TLS (rediss://) like every other client's."""
+    """The watches' Redis: a small read pool and the stream hub, made on first use inside the server's event
+    loop (redis.asyncio clients belong to the loop that made them). The URL carries the password and TLS
+    (rediss://) as every other client's does."""
 
     def __init__(self, url: str):
         self.url = url
         self._client: redis.asyncio.Redis | None = None
+        self._hub: StreamHub | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def client(self) -> redis.asyncio.Redis:
         if self._client is None:
-            self._client = redis.asyncio.Redis.from_url(self.url, decode_responses=True)
+            self.loop = asyncio.get_running_loop()
+            _OPEN.add(self)
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                self.url, decode_responses=True, max_connections=READ_CONNECTIONS, timeout=30
+            )
+            self._client = redis.asyncio.Redis(connection_pool=pool)
         return self._client
+
+    async def aclose(self) -> None:
+        if self._hub is not None:
+            await self._hub.conn.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+        self._client = self._hub = None
+
+    def hub(self) -> StreamHub:
+        if self._hub is None:
+            self._hub = StreamHub(self.url, self.client())
+        return self._hub
 
 
 @dataclass
@@ -47,59 +159,39 @@ class StreamEntry:
 
 
 async def follow_stream(
-    r: redis.asyncio.Redis,
+    events: AsyncRedis,
     status_key: str,
     events_key: str,
     after: str,
-    ends: Callable[[StreamEntry], bool],
     what: str,
     field_name: str,
-    block_ms: int = BLOCK_MS,
 ) -> AsyncIterator[StreamEntry]:
-    """Entries of `events_key` after `after` until the hash `status_key` says the subject ended. After an
-    entry for which `ends` holds, the next read does not block: a finished subject's watch ends at once."""
+    """Entries of `events_key` after `after` until the hash `status_key` says the subject ended and every
+    entry up to then was sent."""
     check_event_id(after)
+    r = events.client()
     if await r.hget(status_key, "status") is None:
         raise NotFound(f"no {what}", field_name)
     last = after or "0-0"
-    saw_end = False
     while True:
-        if saw_end:
-            entries = await r.xrange(events_key, min=f"({last}", count=200)
-        else:
-            reply = await r.xread({events_key: last}, count=200, block=block_ms)
-            entries = reply[0][1] if reply else []
+        entries = await r.xrange(events_key, min=f"({last}", count=200)
         for eid, fields in entries:
-            entry = StreamEntry(eid, fields.get("kind", ""), json.loads(fields.get("data") or "{}"))
-            yield entry
+            yield StreamEntry(eid, fields.get("kind", ""), json.loads(fields.get("data") or "{}"))
             last = eid
-            saw_end = ends(entry)
         if entries:
             continue
         status = await r.hget(status_key, "status")
         if status is None or status in TERMINAL:
-            # Anything written with the final status is in the stream already: drain and end.
-            for eid, fields in await r.xrange(events_key, min=f"({last}", count=10000):
-                yield StreamEntry(eid, fields.get("kind", ""), json.loads(fields.get("data") or "{}"))
+            # Anything written with the final status is in the stream already (read above): the watch ends.
             return
-        saw_end = False
+        await events.hub().wait(events_key, last, BLOCK_MS / 1000)
 
 
 async def follow_run(
-    r: redis.asyncio.Redis, store: RunStore, run_id: str, after_event_id: str = "", block_ms: int = BLOCK_MS
+    events: AsyncRedis, store: RunStore, run_id: str, after_event_id: str = ""
 ) -> AsyncIterator[RunEvent]:
-    def ends(entry: StreamEntry) -> bool:
-        return entry.kind == "status" and entry.data.get("status") in TERMINAL
-
     entries = follow_stream(
-        r,
-        store.run_key(run_id),
-        store.events_key(run_id),
-        after_event_id,
-        ends,
-        f"run {run_id!r}",
-        "run_id",
-        block_ms,
+        events, store.run_key(run_id), store.events_key(run_id), after_event_id, f"run {run_id!r}", "run_id"
     )
     async for entry in entries:
         yield RunEvent(id=entry.id, run_id=run_id, kind=entry.kind, data=entry.data)

@@ -46,14 +46,12 @@ class ComparatorServicer(comparator_pb2_grpc.ComparatorServicer):
         check_id(experiment_id, "experiment_id")
         store = self.comparator.store
         entries = follow_stream(
-            self.events.client(),
+            self.events,
             store.key(experiment_id),
             store.key(experiment_id, "events"),
             request.after_event_id,
-            ends=lambda entry: False,
             what=f"experiment {experiment_id!r}",
             field_name="experiment_id",
-            block_ms=1000,
         )
         async for e in entries:
             event = ExperimentEvent(id=e.id, experiment_id=experiment_id, kind=e.kind, data=e.data)

@@ -17,7 +17,7 @@ from services.common.errors import InvalidArgument
 from services.common.memory import ModelShape
 from services.common.messages import params_from_proto, value_from_proto, value_to_proto
 from services.common.spec import DEFAULT_TARGET_MODULES
-from services.common.status_names import trial_status_name
+from services.common.status_names import TRIAL_STATUSES, trial_status_name
 
 from .batch import GB, BatchSizeRecommendation, BatchSizeRequest
 from .rank import AdapterUpdate, RankRecommendation, RankRequest
@@ -74,6 +74,8 @@ def space_to_proto(space: SearchSpace) -> pb.SearchSpace:
 
 def trial_from_proto(msg: pb.Trial, field: str) -> Trial:
     params = params_from_proto(msg.params, f"{field}.params")
+    if msg.status != 0 and msg.status not in TRIAL_STATUSES.values():
+        raise InvalidArgument(f"unknown trial status {msg.status}", f"{field}.status")
     status = TrialStatus[trial_status_name(msg.status)]
     return Trial(params, status, dict(msg.values), msg.trial_id)
 
@@ -91,6 +93,8 @@ def objective_from_proto(msg: pb.StudyObjective) -> Objective:
 def suggest_request_from_proto(msg: pb.SuggestRequest) -> SuggestRequest:
     trials = tuple(trial_from_proto(t, f"trials[{t.trial_id or i}]") for i, t in enumerate(msg.trials))
     objectives = tuple(objective_from_proto(o) for o in msg.objectives) or (DEFAULT_OBJECTIVE,)
+    if msg.seed < 0:
+        raise InvalidArgument(f"must be >= 0, got {msg.seed}", "seed")
     return SuggestRequest(
         space=space_from_proto(msg.space),
         trials=trials,

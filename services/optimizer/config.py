@@ -19,6 +19,7 @@ class OptimizerConfig:
         "at 1000, ~3 s at 2000).",
         "PEFTLAB_OPTIMIZER_MAX_TRIALS",
     )
+    blas_threads: int = env_field(1, "BLAS threads of the GP's linear algebra (1 is fastest under load).")
     max_workers: int = env_field(
         8, "gRPC worker threads (requests computed at once).", "PEFTLAB_OPTIMIZER_MAX_WORKERS"
     )

@@ -22,7 +22,16 @@ def make_server(config: OptimizerConfig) -> GrpcServer:
     return build_server(config.address(), [binding], max_workers=config.max_workers, internal=True)
 
 
+def limit_blas_threads(threads: int) -> None:
+    """Cap numpy's BLAS at `threads`: the GP's small matrices gain nothing from more, and on a loaded machine
+    a multi-threaded BLAS spins against other processes (200-trial Suggest 4.4-7.4 s vs 0.46 s measured)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")
+
+
 def main() -> None:
     config = load()
     setup_logging("optimizer", config.log_level, config.log_format)
+    limit_blas_threads(config.blas_threads)
     serve(make_server(config), grace=config.shutdown_grace)

@@ -24,6 +24,11 @@ from services.common.errors import InvalidArgument
 Value = str | int | float | bool
 
 
+# Input bounds a caller can reach: a categorical's choices, and a range's magnitude (its width must be finite).
+MAX_CHOICES = 256
+MAX_BOUND = 1e300
+
+
 class Kind(StrEnum):
     FLOAT = "float"
     INT = "int"
@@ -121,6 +126,12 @@ def validate_space(space: SearchSpace) -> list[int]:
             raise InvalidArgument(f"duplicate parameter name {p.name!r}", field=f"{where}.name")
         seen[p.name] = p
         if p.kind is Kind.CATEGORICAL:
+            if len(p.choices) > MAX_CHOICES:
+                # Each choice is a one-hot feature of the GP: thousands make Suggest's matrices explode.
+                raise InvalidArgument(
+                    f"at most {MAX_CHOICES} choices per categorical, got {len(p.choices)}",
+                    field=f"{where}.choices",
+                )
             if not p.choices:
                 raise InvalidArgument(
                     "a categorical parameter needs at least one choice", field=f"{where}.choices"
@@ -140,6 +151,11 @@ def validate_space(space: SearchSpace) -> list[int]:
             )
         if p.low > p.high:
             raise InvalidArgument(f"low ({p.low}) > high ({p.high})", field=f"{where}.low")
+        if max(abs(p.low), abs(p.high)) > MAX_BOUND:
+            # high - low must stay finite (1e308 - -1e308 overflows to inf and the scaling to NaN).
+            raise InvalidArgument(
+                f"bounds must lie within ±{MAX_BOUND:g}, got {p.low!r}, {p.high!r}", field=f"{where}.low"
+            )
         if p.kind is Kind.INT and (float(p.low) != int(p.low) or float(p.high) != int(p.high)):
             raise InvalidArgument(
                 f"an int parameter needs integer bounds, got {p.low}, {p.high}", field=f"{where}.low"
