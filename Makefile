@@ -81,7 +81,7 @@ run: setup
 stop:
 	@if [ -x $(PY) ]; then $(PY) -m services.launcher stop; else echo "nothing to stop (no venv)"; fi
 
-bench: setup bench-optimizer bench-engine bench-scaling
+bench: setup bench-optimizer bench-engine bench-scaling bench-load
 
 # Our LoRA/DoRA/QLoRA/full step against mlx_lm's CLI and PyTorch+PEFT, run with OPENBLAS_CORETYPE as this
 # machine sets it and unset; results in bench/results/engine.{json,md}. torch and peft: the `torch` extra (CPU torch).
@@ -95,6 +95,12 @@ bench-engine: setup torch-extra
 .PHONY: bench-scaling
 bench-scaling: venv
 	$(PY) -m bench.scaling
+
+# GetRun/ListRuns at 50/200/500 clients with 100 and 500 open WatchRun streams, and Suggest(200 trials) from 8
+# callers, on loopback against `python -m services.gateway` / `services.optimizer`; ~1 minute. bench/results/load.*
+.PHONY: bench-load
+bench-load: setup
+	$(PY) -m bench.load $(BENCH_LOAD_ARGS)
 
 # Suggest vs random, Optuna (TPE, GP) and scikit-optimize; results in bench/results/optimizer.{json,md}.
 # The baselines are bench-only: installed here, never in pyproject.toml (GPSampler needs torch, CPU build).

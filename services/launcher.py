@@ -22,6 +22,7 @@ import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common import transport
 from services.common.paths import var_dir
 from services.common.redis_server import server_binary, start_redis, wait_ready
 
@@ -106,7 +107,7 @@ def _healthy(service: Service) -> bool:
         except OSError:
             return False
     try:
-        with grpc.insecure_channel(service.address) as channel:
+        with transport.channel(service.address) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
             return reply.status == health_pb2.HealthCheckResponse.SERVING
     except grpc.RpcError:

@@ -5,7 +5,6 @@ service says SERVING, else 1 with the reason. Container health checks (deploy/) 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import grpc
@@ -13,11 +12,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
 def channel_for(address: str) -> grpc.Channel:
-    ca = os.environ.get("PEFTLAB_TLS_CA", "").strip()
-    if ca:
-        with open(ca, "rb") as fh:
-            return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=fh.read()))
-    return grpc.insecure_channel(address)
+    """TLS as the services use it (PEFTLAB_TLS_CA, and the client pair under mTLS), else plaintext."""
+    from services.common import transport
+
+    return transport.channel(address)
 
 
 def check(address: str, service: str = "", timeout: float = 3.0) -> str:

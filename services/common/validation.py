@@ -22,6 +22,8 @@ _HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*
 # \Z, not $: "$" also matches before a trailing newline ("run\n" would pass).
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 MAX_NAME = 200
+MAX_PATH = 1024  # characters of a path a request names (Linux: PATH_MAX 4096, a name at most 255 bytes)
+MAX_PATH_PART = 255
 MAX_LABELS = 32
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_DATASET = "default"
@@ -115,10 +117,20 @@ def confine(value: str, root: Path, field: str) -> Path:
     """`value` as a path inside `root` (relative paths are taken from the root)."""
     if "\x00" in value:
         raise InvalidArgument("must not contain NUL bytes", field)
-    # Lexical, not resolve(): `..` cannot climb out, while symlinks the operator put inside a root still work.
+    if len(value) > MAX_PATH or any(len(part) > MAX_PATH_PART for part in value.split("/")):
+        raise InvalidArgument(
+            f"a path of at most {MAX_PATH} characters ({MAX_PATH_PART} per name) is expected; "
+            f"got {len(value)}: {clip(repr(value), 80)}",
+            field,
+        )
     full = Path(os.path.normpath(os.path.join(root, os.path.expanduser(value))))
-    if full != root and root not in full.parents:
-        raise InvalidArgument(f"{value!r} is outside the allowed root {root}", field)
+    # Symlinks are resolved before the check (a link inside a root must not lead out of it); links that stay
+    # inside the (resolved) root still work.
+    real_root = Path(os.path.realpath(root))
+    real = Path(os.path.realpath(full))
+    inside = [p for p in ((full, root), (real, real_root)) if p[0] == p[1] or p[1] in p[0].parents]
+    if len(inside) < 2:
+        raise InvalidArgument(f"{clip(repr(value), 200)} is outside the allowed root {root}", field)
     return full
 
 

@@ -112,3 +112,37 @@ def test_the_optimizer_process_runs_blas_on_one_thread():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "[1]", out.stderr
+
+
+def test_symlinks_are_resolved_before_the_root_check(tmp_path):
+    from services.common.errors import InvalidArgument
+    from services.common.validation import confine
+
+    root, outside = tmp_path / "data", tmp_path / "secret"
+    (root / "real").mkdir(parents=True)
+    outside.mkdir()
+    (root / "evil-link").symlink_to(outside)
+    (root / "good-link").symlink_to(root / "real")
+    assert confine("good-link", root, "path") == root / "good-link"
+    with pytest.raises(InvalidArgument, match="outside the allowed root"):
+        confine("evil-link", root, "path")
+    with pytest.raises(InvalidArgument, match="outside the allowed root"):
+        confine("evil-link/file.jsonl", root, "path")
+
+
+def test_paths_too_long_are_invalid_argument_through_the_gateway(
+    redis_url, redis_prefix, chat_data, tmp_path
+):
+    from peftlab.v1 import gateway_pb2
+
+    from services.common.codec import spec_from_dict
+
+    gateway = start_gateway(redis_url, redis_prefix, chat_data.parent, tmp_path / "runs")
+    try:
+        stub = gateway_pb2_grpc.GatewayStub(gateway.channel)
+        for data in ("d" * 6000, "a/" * 600, "x" * 1_000_000):
+            spec = spec_from_dict({"model": "tiny-llama", "data": data, "iters": 2})
+            error = _refused(stub.SubmitRun, gateway_pb2.SubmitRunRequest(spec=spec))
+            assert _field(error) == "spec.data" and len(error.details()) < 2000, error.details()
+    finally:
+        gateway.stop(0)
