@@ -5,6 +5,7 @@ errors (down, wrong token, refused requests, a comparator that cannot be reached
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -156,11 +157,17 @@ def test_new_run_shows_dataset_problems_by_line(gateway_env):
     from ui import client
 
     client.refresh()
-    at = _app(state.PAGE_NEW_RUN)
-    at.selectbox(key=state.NEW_RUN_DATASET).set_value("broken").run()
-    assert any("problem(s) found" in e.value for e in at.error)
-    problems = at.dataframe[0].value
-    assert list(problems["line"]) == [2, 4] and set(problems["file"]) == {"train.jsonl"}
+    try:
+        at = _app(state.PAGE_NEW_RUN)
+        at.selectbox(key=state.NEW_RUN_DATASET).set_value("broken").run()
+        assert any("problem(s) found" in e.value for e in at.error)
+        problems = at.dataframe[0].value
+        assert list(problems["line"]) == [2, 4] and set(problems["file"]) == {"train.jsonl"}
+    finally:
+        # The data root is shared with later UI tests: a dataset named "broken" sorts first and would become
+        # the Compare/Study pages' default choice.
+        shutil.rmtree(bad)
+        client.refresh()
 
 
 def test_new_run_form_checks_before_submitting(gateway_env):
