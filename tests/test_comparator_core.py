@@ -260,9 +260,5 @@ def test_cli_builds_the_requests():
     base = experiments._base_spec(args)
     assert (base.iters, base.warmup_steps, base.rank) == (30, 3, 16)  # a short run gets a short warmup
     assert args.handler is experiments.cmd_compare and args.torch == "lora"
-    args = build_parser().parse_args(["study", "--methods", "lora,dora,full", "--trials", "12"])
-    space = experiments._space(args)
-    names = [p.name for p in space.parameters]
-    assert names == ["method", "learning_rate", "rank"]
-    assert [v.string_value for v in space.parameters[2].condition.values] == ["lora", "dora"]
-    assert space.parameters[1].float_range.low == 1e-5  # full fine-tuning needs low rates too
+    # A study's default space comes from the optimizer through the gateway (one source): that path is
+    # tests/test_ui_gateway.py::test_default_space_is_the_optimizers_and_the_cli_and_ui_study_over_it.

@@ -66,9 +66,10 @@ def _engine_baseline_vms() -> int:
 
 
 def test_out_of_memory_resumes_with_half_the_micro_batch(redis_url, redis_prefix, chat_data, tmp_path, store):
-    # Measured on this CPU (tiny model, 256-token rows): micro-batch 8 peaks ~2.2 GB of address space above
-    # the engine's start, micro-batch 4 ~1.2 GB. A cap of 1.7 GB above the start fails 8 and fits 4.
-    limit_mb = _engine_baseline_vms() // 2**20 + 1700
+    # Measured on this CPU with the chunked-head step (tiny model, 256-token rows): micro-batch 16 peaks
+    # ~2.1 GB of address space above the engine's start, micro-batch 8 ~1.5 GB. A cap of 1.8 GB above the
+    # start fails 16 and fits 8.
+    limit_mb = _engine_baseline_vms() // 2**20 + 1800
     trainer = start_trainer(
         redis_url,
         redis_prefix,
@@ -79,15 +80,15 @@ def test_out_of_memory_resumes_with_half_the_micro_batch(redis_url, redis_prefix
         run_memory_limit_mb=limit_mb,
     )
     try:
-        run = _start(trainer, chat_data, iters=2, batch_size=8, save_every=0)
+        run = _start(trainer, chat_data, iters=2, batch_size=16, save_every=0)
         wait_for(lambda: store.status_of(run.id) in ("SUCCEEDED", "FAILED"), 300, 0.2, "the run to end")
         record = store.get_run(run.id)
         assert record.status == "SUCCEEDED", record.error
         resumed = [r for s, r in _statuses(store, run.id) if s == "RESUMING"]
         assert len(resumed) == 1, resumed
-        assert "out of memory" in resumed[0] and "micro-batch 8 x accumulation 1" in resumed[0]
-        assert "micro-batch 4 x accumulation 2 (same 8 rows per step" in resumed[0]
-        assert (record.metrics["batch_size"], record.metrics["grad_accumulation"]) == (4, 2)
+        assert "out of memory" in resumed[0] and "micro-batch 16 x accumulation 1" in resumed[0]
+        assert "micro-batch 8 x accumulation 2 (same 16 rows per step" in resumed[0]
+        assert (record.metrics["batch_size"], record.metrics["grad_accumulation"]) == (8, 2)
     finally:
         trainer.stop()
 
