@@ -59,10 +59,14 @@ def test_home_shows_services_trainers_and_runs(gateway_env, ui_finished_run):
     trainer = gateway_env.trainer.core
     assert trainer.id in text and "CPU cores" in text and "memory" in text
     runs = at.dataframe[0].value
-    assert ui_finished_run.id in list(runs["run"])
+    # The newest runs, as the gateway lists them (the stack is shared: earlier tests' runs may push the
+    # fixture's run off the page).
+    stub = gateway_pb2_grpc.GatewayStub(gateway_env.gateway.channel)
+    listed = stub.ListRuns(trainer_pb2.ListRunsRequest(page_size=len(runs)), timeout=10).runs
+    assert ui_finished_run.id in [r.id for r in stub.ListRuns(trainer_pb2.ListRunsRequest(), timeout=10).runs]
+    assert list(runs["run"]) == [r.id for r in listed]
     assert not at.error, [e.value for e in at.error]
     # Recent experiments: the comparator's newest five (other UI tests' comparisons and studies, or none).
-    stub = gateway_pb2_grpc.GatewayStub(gateway_env.gateway.channel)
     recent = stub.ListExperiments(comparator_pb2.ListExperimentsRequest(page_size=5), timeout=10).experiments
     if recent:
         assert all(f"**{e.id}**" in text for e in recent)
