@@ -174,15 +174,17 @@ async def follow_stream(
         raise NotFound(f"no {what}", field_name)
     last = after or "0-0"
     while True:
+        # The status is read before the stream: the final status and its event are written together, so if
+        # the status was final before this read, the read below holds every event up to it. (Read after, the
+        # subject could end between the two reads and the watch would miss its last events.)
+        status = await r.hget(status_key, "status")
         entries = await r.xrange(events_key, min=f"({last}", count=200)
         for eid, fields in entries:
             yield StreamEntry(eid, fields.get("kind", ""), json.loads(fields.get("data") or "{}"))
             last = eid
         if entries:
             continue
-        status = await r.hget(status_key, "status")
         if status is None or status in TERMINAL:
-            # Anything written with the final status is in the stream already (read above): the watch ends.
             return
         await events.hub().wait(events_key, last, BLOCK_MS / 1000)
 
