@@ -11,6 +11,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from peftlab.v1 import gateway_pb2
 
+from services.common import transport
+
 SERVICES = (  # name, the env variable the gateway reads its address from, the default (ARCHITECTURE.md §6)
     ("optimizer", "PEFTLAB_OPTIMIZER_ADDRESS", "127.0.0.1:50053"),
     ("comparator", "PEFTLAB_COMPARATOR_ADDRESS", "127.0.0.1:50054"),
@@ -19,7 +21,7 @@ SERVICES = (  # name, the env variable the gateway reads its address from, the d
 
 def health(address: str, timeout: float = 1.0) -> tuple[bool, str]:
     """(serving, why not) of a gRPC server's standard health check."""
-    with grpc.insecure_channel(address) as channel:
+    with transport.channel(address) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=timeout

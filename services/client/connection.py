@@ -11,6 +11,9 @@ from pathlib import Path
 
 import grpc
 
+from services.common import transport
+from services.common.transport import TransportConfig
+
 DEFAULT_GATEWAY = "127.0.0.1:50051"
 MAX_MESSAGE_BYTES = 64 << 20  # reports carry their plots as PNGs
 
@@ -69,18 +72,12 @@ class Connection:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
-        if self.tls_ca is None:
-            return grpc.insecure_channel(self.address, options=options)
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=_read(self.tls_ca, "PEFTLAB_TLS_CA"),
-            private_key=_read(self.tls_key, "PEFTLAB_TLS_KEY") if self.tls_key else None,
-            certificate_chain=_read(self.tls_cert, "PEFTLAB_TLS_CERT") if self.tls_cert else None,
+        # The services' own transport (one TLS code path): this connection's CA and client pair, and the
+        # certificate name the services expect (PEFTLAB_TLS_SERVER_NAME) from the environment.
+        settings = TransportConfig(
+            tls_cert=self.tls_cert,
+            tls_key=self.tls_key,
+            tls_ca=self.tls_ca,
+            tls_server_name=transport.config().tls_server_name if self.tls_ca else "",
         )
-        return grpc.secure_channel(self.address, credentials, options=options)
-
-
-def _read(path: Path, setting: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"{setting}={path}: {exc.strerror}") from None
+        return transport.channel(self.address, options, settings)

@@ -82,8 +82,8 @@ def server_credentials() -> grpc.ServerCredentials | None:
     )
 
 
-def channel_credentials() -> grpc.ChannelCredentials | None:
-    c = config()
+def channel_credentials(settings: TransportConfig | None = None) -> grpc.ChannelCredentials | None:
+    c = settings or config()
     if not (c.tls or c.tls_ca):
         return None
     return grpc.ssl_channel_credentials(
@@ -93,21 +93,28 @@ def channel_credentials() -> grpc.ChannelCredentials | None:
     )
 
 
-def _options(options: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    name = config().tls_server_name
+def _options(options: Sequence[tuple[str, Any]], settings: TransportConfig) -> list[tuple[str, Any]]:
+    name = settings.tls_server_name
     return [*options, ("grpc.ssl_target_name_override", name)] if name else list(options)
 
 
-def channel(address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
-    """A channel to a peftlab service: TLS when this process is configured for it, else plaintext."""
-    credentials = channel_credentials()
+def channel(
+    address: str, options: Sequence[tuple[str, Any]] = (), settings: TransportConfig | None = None
+) -> grpc.Channel:
+    """A channel to a peftlab service: TLS when this process (or `settings`, e.g. a client's own arguments)
+    is configured for it, else plaintext."""
+    settings = settings or config()
+    credentials = channel_credentials(settings)
     if credentials is None:
         return grpc.insecure_channel(address, options=list(options))
-    return grpc.secure_channel(address, credentials, options=_options(options))
+    return grpc.secure_channel(address, credentials, options=_options(options, settings))
 
 
-def aio_channel(address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
-    credentials = channel_credentials()
+def aio_channel(
+    address: str, options: Sequence[tuple[str, Any]] = (), settings: TransportConfig | None = None
+) -> grpc.aio.Channel:
+    settings = settings or config()
+    credentials = channel_credentials(settings)
     if credentials is None:
         return grpc.aio.insecure_channel(address, options=list(options))
-    return grpc.aio.secure_channel(address, credentials, options=_options(options))
+    return grpc.aio.secure_channel(address, credentials, options=_options(options, settings))

@@ -157,3 +157,32 @@ def test_tls_on_server_and_client_with_a_ca_made_here(env, tmp_path):
             assert _code(check, health_pb2.HealthCheckRequest(), timeout=3) == grpc.StatusCode.UNAVAILABLE
     finally:
         optimizer.stop(0)
+
+
+def test_the_client_library_and_cli_status_speak_tls(env, tmp_path, redis_url, redis_prefix, chat_data):
+    from peftlab.v1 import gateway_pb2, gateway_pb2_grpc
+    from service_helpers import start_gateway
+
+    from services.cli.status import health
+    from services.client.connection import Connection
+
+    paths = _make_ca_and_server_cert(tmp_path)
+    env(PEFTLAB_TLS_CERT=str(paths["cert"]), PEFTLAB_TLS_KEY=str(paths["key"]))
+    gateway = start_gateway(redis_url, redis_prefix, chat_data.parent, tmp_path / "runs")
+    try:
+        # peftlab.client: the CA from its own arguments (the environment names no CA here).
+        connection = Connection.from_env(address=gateway.address, tls_ca=str(paths["ca"]), env={})
+        with connection.channel() as channel:
+            reply = gateway_pb2_grpc.GatewayStub(channel).ListModels(
+                gateway_pb2.ListModelsRequest(), timeout=10
+            )
+            assert any(m.name == "tiny-llama" for m in reply.models)
+        with Connection.from_env(address=gateway.address, env={}).channel() as plain:
+            check = health_pb2_grpc.HealthStub(plain).Check
+            assert _code(check, health_pb2.HealthCheckRequest(), timeout=3) == grpc.StatusCode.UNAVAILABLE
+        # `peftlab status` probes through the services' transport: TLS once PEFTLAB_TLS_CA is set.
+        assert health(gateway.address, timeout=3) == (False, "UNAVAILABLE")
+        env(PEFTLAB_TLS_CA=str(paths["ca"]))
+        assert health(gateway.address, timeout=10) == (True, "")
+    finally:
+        gateway.stop(0)
