@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -18,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.common.errors import AlreadyExists
+from services.common.errors import AlreadyExists, FailedPrecondition
+from services.common.model_config import read_model_config
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 
@@ -81,29 +85,61 @@ def _shape(config: dict) -> dict[str, Any]:
 
 
 def describe_model(path: Path) -> ModelInfo:
-    config = json.loads((path / "config.json").read_text())
+    """FailedPrecondition when config.json is broken (model_config.read_model_config says how)."""
+    config = read_model_config(path)
     tokenizer_config = path / "tokenizer_config.json"
-    has_template = (path / "chat_template.jinja").exists() or (
-        tokenizer_config.exists() and "chat_template" in json.loads(tokenizer_config.read_text())
-    )
-    return ModelInfo(
-        name=path.name,
-        path=str(path),
-        model_type=str(config.get("model_type", "")),
-        quant_bits=int((config.get("quantization") or {}).get("bits", 0)),
-        num_layers=int(config.get("num_hidden_layers", 0)),
-        hidden_size=int(config.get("hidden_size", 0)),
-        vocab_size=int(config.get("vocab_size", 0)),
-        size_bytes=sum(f.stat().st_size for f in path.glob("*.safetensors")),
-        chat_template=has_template,
-        shape=_shape(config),
-    )
+    try:
+        has_template = (path / "chat_template.jinja").exists() or (
+            tokenizer_config.exists() and "chat_template" in json.loads(tokenizer_config.read_text())
+        )
+    except (OSError, ValueError, RecursionError):  # a broken tokenizer config: listed, without a template
+        has_template = False
+    try:
+        return ModelInfo(
+            name=path.name,
+            path=str(path),
+            model_type=str(config.get("model_type", "")),
+            quant_bits=int((config.get("quantization") or {}).get("bits", 0)),
+            num_layers=int(config.get("num_hidden_layers", 0)),
+            hidden_size=int(config.get("hidden_size", 0)),
+            vocab_size=int(config.get("vocab_size", 0)),
+            size_bytes=sum(f.stat().st_size for f in path.glob("*.safetensors")),
+            chat_template=has_template,
+            shape=_shape(config),
+        )
+    except (ValueError, TypeError, AttributeError, OSError) as exc:
+        raise FailedPrecondition(
+            f"{path.name}/config.json: {type(exc).__name__}: {str(exc)[:200]}", "model"
+        ) from None
 
 
 def list_models(root: Path) -> list[ModelInfo]:
+    """The usable model dirs under `root`; a broken one is left out with a warning in the log (once per
+    version of its config.json), so it cannot fail the list for everyone."""
     if not root.is_dir():
         return []
-    return [describe_model(p) for p in sorted(root.iterdir()) if (p / "config.json").is_file()]
+    models = []
+    for path in sorted(root.iterdir()):
+        if not (path / "config.json").is_file():
+            continue
+        try:
+            models.append(describe_model(path))
+        except FailedPrecondition as exc:
+            _warn_once(path, exc.message)
+    return models
+
+
+_WARNED: set[tuple[str, int]] = set()
+
+
+def _warn_once(path: Path, problem: str) -> None:
+    try:
+        version = (path / "config.json").stat().st_mtime_ns
+    except OSError:
+        version = 0
+    if (str(path), version) not in _WARNED:
+        _WARNED.add((str(path), version))
+        log.warning("model dir left out of the list: %s", problem, extra={"model_dir": str(path)})
 
 
 def _split_files(path: Path) -> dict[str, Path]:
@@ -141,13 +177,12 @@ def _format_of(path: Path) -> str:
 
 
 def _first_row(path: Path) -> tuple[int, dict]:
+    from services.trainer.engine.sources import parse_line
+
     with open(path, encoding="utf-8", errors="replace") as fh:
         for number, line in enumerate(fh, start=1):
             if line.strip():
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("not an object")
-                return number, record
+                return number, parse_line(line, path, number)
     raise IndexError("empty")
 
 
@@ -180,6 +215,7 @@ def validate_dataset(path: Path, max_problems: int = 50) -> tuple[bool, list[Dat
     """Every line of every split: JSON object, one known format per file, the engine's per-record rules."""
     from services.common.errors import DatasetError
     from services.trainer.engine.datasets import check_record, detect_format
+    from services.trainer.engine.sources import parse_line
 
     problems: list[DatasetProblem] = []
 
@@ -207,16 +243,9 @@ def validate_dataset(path: Path, max_problems: int = 50) -> tuple[bool, list[Dat
                     continue
                 count += 1
                 try:
-                    record = json.loads(text)
-                    if not isinstance(record, dict):
-                        raise DatasetError(
-                            file, f"expected a JSON object, got {type(record).__name__}", number
-                        )
+                    record = parse_line(text, file, number)
                     fmt = fmt or detect_format(record, file, number)
                     check_record(record, fmt, file, number)
-                except json.JSONDecodeError as exc:
-                    if not add(file, number, f"invalid JSON ({exc.msg} at column {exc.colno})"):
-                        return False, problems
                 except DatasetError as exc:
                     if not add(file, number, exc.problem):
                         return False, problems
@@ -291,15 +320,23 @@ def _tokenizer(model_dir: str) -> Any:
 def _load_tokenizer(model_dir: str) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model_dir)
+    read_model_config(Path(model_dir))  # a broken config.json is named, not a transformers traceback
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise FailedPrecondition(
+            f"cannot load the tokenizer of model {Path(model_dir).name!r} "
+            f"({type(exc).__name__}: {str(exc)[:300]})",
+            "model",
+        ) from None
 
 
 def preview_dataset(path: Path, split: str, rows: int, model_dir: Path) -> tuple[list[PreviewRow], int]:
     """The first `rows` records of a split with their prompt/completion token counts under the model's
     tokenizer and chat template, and the split's row count."""
-    from services.trainer.engine.datasets import detect_format, encode
+    from services.trainer.engine.datasets import check_record, detect_format, encode
     from services.trainer.engine.layouts import Columns, normalize
-    from services.trainer.engine.sources import read_rows
+    from services.trainer.engine.sources import parse_line, read_rows
 
     file = _split_files(path).get(split, path / f"{split}.jsonl")
     tokenizer = _tokenizer(str(model_dir))
@@ -309,7 +346,7 @@ def preview_dataset(path: Path, split: str, rows: int, model_dir: Path) -> tuple
         with open(file, encoding="utf-8") as fh:
             numbered = [(n, text) for n, text in enumerate(fh, start=1) if text.strip()]
         total = len(numbered)
-        head = [(n, json.loads(text)) for n, text in numbered[:rows]]
+        head = [(n, parse_line(text, file, n)) for n, text in numbered[:rows]]
     else:
         table = read_rows(file)
         total, head = len(table), table[:rows]
@@ -318,6 +355,7 @@ def preview_dataset(path: Path, split: str, rows: int, model_dir: Path) -> tuple
             record, Columns(), file, number
         )  # Alpaca / ShareGPT rows show as the chat they become
         fmt = fmt or detect_format(record, file, number)
+        check_record(record, fmt, file, number)  # what the template would choke on is named first
         tokens, prompt_len = encode(record, fmt, tokenizer)
         out.append(
             PreviewRow(

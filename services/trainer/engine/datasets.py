@@ -29,6 +29,9 @@ from .sources import read_jsonl as read_jsonl
 
 SPLITS = ("train", "valid", "test")
 MASK_MODES = ("assistant", "last_assistant", "none")
+# The roles chat templates render (OpenAI's chat roles, which mlx-lm's tool-calling format uses); anything else
+# is a typo a template would silently drop or fail on mid-training.
+CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 FORMATS = {"text": ("text",), "completion": ("prompt", "completion"), "chat": ("messages",)}
 
 
@@ -82,6 +85,12 @@ def check_record(record: dict[str, Any], fmt: str, path: Path, line: int) -> Non
                 message.setdefault("content", "")  # a tool-calling turn may say nothing
             if not isinstance(message, dict) or "role" not in message or "content" not in message:
                 raise DatasetError(path, f"messages[{i}] needs 'role' and 'content'", line)
+            if message["role"] not in CHAT_ROLES:
+                raise DatasetError(
+                    path,
+                    f"messages[{i}].role must be one of {', '.join(CHAT_ROLES)}; got {str(message['role'])[:40]!r}",
+                    line,
+                )
             if not isinstance(message["content"], str):
                 raise DatasetError(path, f"messages[{i}].content must be a string", line)
         if "tools" in record and not isinstance(record["tools"], list):

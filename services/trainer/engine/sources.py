@@ -30,6 +30,19 @@ def is_hub_name(data: str) -> bool:
     return str(data).startswith(HUB_PREFIX)
 
 
+def parse_line(text: str, path: Path | str, number: int) -> dict[str, Any]:
+    """One JSONL line as a JSON object, or a DatasetError naming the file and line."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(path, f"invalid JSON ({exc.msg} at column {exc.colno})", number) from None
+    except RecursionError:  # e.g. 100,000 nested brackets: Python's parser recurses once per level
+        raise DatasetError(path, "invalid JSON (nested too deeply to parse)", number) from None
+    if not isinstance(record, dict):
+        raise DatasetError(path, f"expected a JSON object, got {type(record).__name__}", number)
+    return record
+
+
 def read_jsonl(path: Path) -> Rows:
     if not path.exists():
         raise DatasetError(path, "file not found")
@@ -38,13 +51,7 @@ def read_jsonl(path: Path) -> Rows:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(path, f"invalid JSON ({exc.msg} at column {exc.colno})", number) from None
-            if not isinstance(record, dict):
-                raise DatasetError(path, f"expected a JSON object, got {type(record).__name__}", number)
-            records.append((number, record))
+            records.append((number, parse_line(line, path, number)))
     if not records:
         raise DatasetError(path, "file is empty")
     return records
