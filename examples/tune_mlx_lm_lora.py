@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -45,9 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-layers", type=int, default=16, help="most layers to adapt (<= the model's)")
+    parser.add_argument(
+        "--token-file",
+        default=os.environ.get("PEFTLAB_SERVICE_TOKEN_FILE", "var/secrets/service-token"),
+        help="the optimizer's service token (`make run` makes var/secrets/service-token)",
+    )
     args = parser.parse_args(argv)
     space = {"learning_rate": ("float", 1e-5, 1e-2, True), "num_layers": ("int", 1, args.max_layers, False)}
-    study = AskTell(args.optimizer, space, seed=args.seed)
+    token = os.environ.get("PEFTLAB_SERVICE_TOKEN", "")
+    if not token and os.path.isfile(args.token_file):
+        token = Path(args.token_file).read_text().strip()
+    study = AskTell(args.optimizer, space, seed=args.seed, token=token)
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(args.trials):
             trial_id, params = study.ask()

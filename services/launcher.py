@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -75,6 +76,7 @@ class Paths:
         self.logs = root / "log"
         self.pids = root / "pids"
         self.redis = root / "redis"
+        self.secrets = root / "secrets"
 
     def pid_file(self, name: str) -> Path:
         return self.pids / f"{name}.pid"
@@ -134,10 +136,26 @@ def _available(service: Service) -> str:
     return ""
 
 
+def service_token_file(paths: Paths) -> Path:
+    """var/secrets/service-token: made once (mode 0600, in a 0700 dir), kept across starts, so a default
+    install's internal services answer only each other."""
+    paths.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = paths.secrets / "service-token"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
 def start(paths: Paths) -> int:
     for directory in (paths.logs, paths.pids, paths.redis):
         directory.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    if not (env.get("PEFTLAB_SERVICE_TOKEN") or env.get("PEFTLAB_SERVICE_TOKEN_FILE")):
+        env["PEFTLAB_SERVICE_TOKEN_FILE"] = str(service_token_file(paths))
     redis_url = env.get("PEFTLAB_REDIS_URL")
     redis_port = _port("PEFTLAB_REDIS_PORT", 6390)
     rows: list[tuple[str, str, str]] = []
