@@ -4,6 +4,7 @@ trainers, status, experiments forwarded to the comparator, and the placement rul
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import grpc
@@ -16,9 +17,10 @@ from services.common.codec import spec_from_dict
 from services.common.config import load_config
 from services.common.interceptors import FIELD_KEY
 from services.common.records import RunRecord, TrainerRecord
+from services.common.runs_root import ID_FILE, runs_root_id
 from services.comparator.config import ComparatorConfig
 from services.comparator.server import make_server as make_comparator
-from services.gateway.placement import choose_trainer
+from services.gateway.placement import choose_trainer, waiting_reason
 
 TOKEN = "s3cret-token"
 
@@ -349,3 +351,25 @@ def test_choose_trainer():
     assert choose_trainer([_t("a"), _t("b")], resume).id == "b"
     elsewhere = RunRecord(id="r", status="RESUMING", previous_trainer="b", run_dir="/other/r")
     assert choose_trainer([_t("a"), _t("b")], elsewhere) is None
+
+
+def test_resume_goes_by_the_runs_root_id_not_the_path():
+    """Per-machine roots at one path look shared by path; their id files tell them apart."""
+    own, shared = (dataclasses.replace(_t(name), runs_root_id=f"id-{name}") for name in ("a", "b"))
+    run = RunRecord(id="r", status="RESUMING", previous_trainer="a", run_dir="/runs/r", runs_root_id="id-a")
+    assert choose_trainer([shared], run) is None
+    assert waiting_reason(run, [shared]).startswith("waiting for trainer a (its runs root is not shared)")
+    assert choose_trainer([shared, own], run).id == "a" and waiting_reason(run, [shared, own]) == ""
+    mounted = dataclasses.replace(shared, runs_root="/mnt/elsewhere", runs_root_id="id-a")
+    assert choose_trainer([mounted], run).id == "b"  # the same storage at another path holds it
+    legacy = dataclasses.replace(run, runs_root_id="")  # a record from before the ids: the path decides
+    assert choose_trainer([shared], legacy).id == "b"
+    assert waiting_reason(dataclasses.replace(run, status="RUNNING", trainer="a"), []) == ""
+
+
+def test_runs_root_id_is_written_once(tmp_path):
+    root = tmp_path / "runs"
+    first = runs_root_id(root)
+    assert first.startswith("root-") and runs_root_id(root) == first
+    assert (root / ID_FILE).read_text().strip() == first
+    assert runs_root_id(tmp_path / "other") != first

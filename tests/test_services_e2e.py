@@ -115,6 +115,8 @@ def test_two_trainers_in_parallel_queue_and_resume_after_a_trainer_leaves(
         long = {"iters": 400, "save_every": 2, "eval_every": 0, "test_samples": 0}
         first, second = _submit(stub, chat_data, **long), _submit(stub, chat_data, **long)
         assert {first.trainer_id, second.trainer_id} == {"tr-a", "tr-b"}
+        # One shared runs root: both trainers read the same id from it (services/common/runs_root.py).
+        assert store.get_trainer("tr-a").runs_root_id == store.get_trainer("tr-b").runs_root_id != ""
 
         def both_training() -> bool:
             records = [store.get_run(first.id), store.get_run(second.id)]

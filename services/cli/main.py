@@ -139,6 +139,9 @@ def watch(client: Client, run_id: str, after: str = "") -> int:
         console=console,
     )
     task = progress.add_task(run_id, total=None, loss="-", valid="-", tps="-")
+    waiting = client.get(run_id).waiting  # a lost run that waits for its own trainer says so at once
+    if waiting:
+        console.print(f"[yellow]RESUMING[/]: {waiting}")
     with progress:
         for event in client.watch(run_id, after, reconnect_s=RECONNECT_SECONDS):
             _show_event(progress, task, event)

@@ -35,6 +35,7 @@ class RunRecord:
     progress: dict[str, float] = field(default_factory=dict)
     last_event_id: str = ""
     run_dir: str = ""
+    runs_root_id: str = ""  # the id of the runs root that holds run_dir (services/common/runs_root.py)
     experiment_id: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     attempt: int = 0
@@ -84,6 +85,7 @@ class RunRecord:
             progress={k: float(values[k]) for k in PROGRESS_FIELDS if values.get(k)},
             last_event_id=values.get("last_event_id", ""),
             run_dir=values.get("run_dir", ""),
+            runs_root_id=values.get("runs_root_id", ""),
             experiment_id=values.get("experiment_id", ""),
             labels=load("labels") or {},
             attempt=num("attempt"),
@@ -115,6 +117,7 @@ class TrainerRecord:
     hardware: dict[str, Any] = field(default_factory=dict)
     version: str = ""
     runs_root: str = ""
+    runs_root_id: str = ""  # same id = same storage, whatever the path (services/common/runs_root.py)
     started_at: int = 0
     heartbeat_at: int = 0
     draining: bool = False  # shutting down: alive (its runs are checkpointing) but takes no new runs
@@ -132,6 +135,7 @@ class TrainerRecord:
             "hardware": json.dumps(self.hardware, sort_keys=True),
             "version": self.version,
             "runs_root": self.runs_root,
+            "runs_root_id": self.runs_root_id,
             "started_at": str(self.started_at),
             "heartbeat_at": str(self.heartbeat_at),
             "draining": "1" if self.draining else "0",
@@ -146,6 +150,7 @@ class TrainerRecord:
             hardware=json.loads(values.get("hardware") or "{}"),
             version=values.get("version", ""),
             runs_root=values.get("runs_root", ""),
+            runs_root_id=values.get("runs_root_id", ""),
             started_at=int(values.get("started_at") or 0),
             heartbeat_at=int(values.get("heartbeat_at") or 0),
             draining=values.get("draining") == "1",

@@ -27,7 +27,7 @@ from services.common.validation import (
 )
 from services.gateway import catalog
 from services.gateway.config import GatewayConfig
-from services.gateway.placement import DEVICES, Placer
+from services.gateway.placement import DEVICES, Placer, waiting_reason
 from services.gateway.trainers import TrainerClients
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,12 @@ class Gateway:
             )
             self.placer.place_now()
         return self.store.get_run(run_id)
+
+    def waiting_reason(self, record: RunRecord) -> str:
+        """Why a run waiting to resume is not placed, when no live trainer sees its runs root; else ""."""
+        if record.status != "RESUMING" or record.trainer:
+            return ""
+        return waiting_reason(record, self.store.list_trainers())
 
     # ---- which trainer serves a call ----
 

@@ -9,6 +9,7 @@ a finished run frees a slot) and at least every `interval` seconds (a trainer ma
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -31,9 +32,32 @@ def device_matches(trainer: TrainerRecord, device: str) -> bool:
     return not device or kind == device or (device == "gpu" and kind in ("apple", "cuda"))
 
 
-def can_hold_checkpoint(trainer: TrainerRecord, run_dir: str) -> bool:
-    """A resume needs the run's checkpoint: only trainers whose runs root holds the run dir qualify."""
-    return not run_dir or not trainer.runs_root or run_dir.startswith(trainer.runs_root.rstrip("/") + "/")
+def can_hold_checkpoint(trainer: TrainerRecord, run: RunRecord) -> bool:
+    """A resume needs the run's checkpoint: only trainers that see the runs root holding the run dir qualify.
+
+    Runs roots are told apart by the id file at their top (services/common/runs_root.py), since per-machine
+    roots at one path look alike; records from before the ids compare the path.
+    """
+    if not run.run_dir:
+        return True
+    if run.runs_root_id and trainer.runs_root_id:
+        return run.runs_root_id == trainer.runs_root_id
+    root = trainer.runs_root.rstrip("/")
+    return not root or run.run_dir.startswith(root + "/")
+
+
+def waiting_reason(run: RunRecord, trainers: Iterable[TrainerRecord]) -> str:
+    """Why a run waiting to resume is not placed, when the reason is that no live trainer sees its run dir;
+    "" otherwise (it is placed, or it only waits for a free slot)."""
+    if run.status != "RESUMING" or run.trainer or not run.run_dir:
+        return ""
+    if any(can_hold_checkpoint(t, run) for t in trainers):
+        return ""
+    owner = f"trainer {run.previous_trainer}" if run.previous_trainer else "the trainer that ran it"
+    return (
+        f"waiting for {owner} (its runs root is not shared): the run resumes from its checkpoint in "
+        f"{run.run_dir} once a trainer that sees that runs root joins"
+    )
 
 
 def choose_trainer(trainers: Iterable[TrainerRecord], run: RunRecord) -> TrainerRecord | None:
@@ -55,7 +79,7 @@ def choose_trainer(trainers: Iterable[TrainerRecord], run: RunRecord) -> Trainer
     if strict:
         candidates = [t for t in candidates if device_matches(t, device) and (not pinned or t.id == pinned)]
     if resuming:
-        candidates = [t for t in candidates if can_hold_checkpoint(t, run.run_dir)]
+        candidates = [t for t in candidates if can_hold_checkpoint(t, run)]
     if not candidates:
         return None
 
@@ -190,13 +214,16 @@ class Placer:
                         reason="lost too often; not resumed again",
                     )
                     return
+                queued = dataclasses.replace(record, status="RESUMING", trainer="")
+                waiting = waiting_reason(queued, self.store.list_trainers())
                 self.store.transition(
                     record.id,
                     "RESUMING",
                     only_from=["LOST"],
                     queue="add",
                     set_fields={"trainer": "", "auto_resumes": record.auto_resumes + 1},
-                    reason="queued to resume from its newest checkpoint",
+                    reason="queued to resume from its newest checkpoint"
+                    + (f"; {waiting}" if waiting else ""),
                 )
                 log.info("lost run queued to resume")
             except ServiceError:

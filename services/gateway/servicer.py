@@ -57,7 +57,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     def GetRun(self, request, context):
         check_id(request.run_id, "run_id")
-        return trainer_pb2.GetRunResponse(run=codec.run_to_proto(self.store.get_run(request.run_id)))
+        record = self.store.get_run(request.run_id)
+        run = codec.run_to_proto(record)
+        run.waiting = self.gateway.waiting_reason(record)
+        return trainer_pb2.GetRunResponse(run=run)
 
     def ListRuns(self, request, context):
         return list_runs(self.store, request)

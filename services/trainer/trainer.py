@@ -22,6 +22,7 @@ from services.common.errors import (
 from services.common.logs import run_context
 from services.common.records import RunRecord, TrainerRecord, now_ms
 from services.common.redis_store import RunStore, TransitionRefused
+from services.common.runs_root import runs_root_id
 from services.common.status_machine import ACTIVE, RESUMABLE, TERMINAL
 from services.common.validation import (
     CheckedSpec,
@@ -65,6 +66,7 @@ class Trainer:
             hardware=identity.hardware,
             version=peftlab_version(),
             runs_root=str(self.roots.runs),
+            runs_root_id=runs_root_id(self.roots.runs),
             started_at=now_ms(),
         )
         self.registration = Registration(
@@ -311,6 +313,7 @@ class Trainer:
                 "attempt": attempt,
                 "started_at": now_ms(),
                 "run_dir": str(run_dir),
+                "runs_root_id": self.registration.record.runs_root_id,
                 "total_steps": checked.iters,
             },
             reason=("resuming from the newest checkpoint" if resume else "starting")

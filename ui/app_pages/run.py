@@ -199,6 +199,8 @@ if run.status == common_pb2.RUN_STATUS_FAILED or run.error.message:
     st.error(f"{run.error.code or 'FAILED'}: {run.error.message}{where}", icon=":material/error:")
 if run.status == common_pb2.RUN_STATUS_QUEUED:
     st.info("Queued: it starts as soon as a trainer has a free slot.")
+if run.waiting:  # a lost run whose checkpoint only its own trainer sees (per-machine runs roots)
+    st.warning(run.waiting, icon=":material/hourglass_empty:")
 
 _actions(run)
 active = run.status in formatting.ACTIVE_RUN
