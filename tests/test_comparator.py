@@ -31,6 +31,8 @@ from service_helpers import Running, free_port, start_comparator, start_gateway,
 
 from services.common.codec import spec_from_dict
 from services.common.config import load_config
+from services.common.identity import Principal
+from services.common.interceptors import outgoing_metadata
 from services.comparator.state import ExperimentStore
 from services.optimizer.config import OptimizerConfig
 from services.optimizer.server import make_server as make_optimizer
@@ -229,6 +231,9 @@ def test_bad_requests_name_the_field(system):
     stub = comparator_pb2_grpc.ComparatorStub(system.comparator.channel)  # the comparator's own checks
     base = spec_from_dict({**BASE, "data": system.data})
 
+    # As the gateway calls it: the service token (when set) and the user it acts for.
+    AS_GATEWAY = outgoing_metadata(Principal("tester").metadata())  # noqa: N806
+
     def field(call) -> tuple:
         with pytest.raises(grpc.RpcError) as caught:
             call()
@@ -236,7 +241,9 @@ def test_bad_requests_name_the_field(system):
 
     arm = pb.ComparisonArm(name="a", overrides=spec_from_dict({"method": "lora"}))
     assert field(
-        lambda: stub.StartComparison(pb.StartComparisonRequest(base=base, arms=[arm, arm]), timeout=5)
+        lambda: stub.StartComparison(
+            pb.StartComparisonRequest(base=base, arms=[arm, arm]), timeout=5, metadata=AS_GATEWAY
+        )
     ) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "arms",
@@ -244,7 +251,9 @@ def test_bad_requests_name_the_field(system):
     torch_typo = pb.ComparisonArm(name="b", backend="jax")
     assert (
         field(
-            lambda: stub.StartComparison(pb.StartComparisonRequest(base=base, arms=[torch_typo]), timeout=5)
+            lambda: stub.StartComparison(
+                pb.StartComparisonRequest(base=base, arms=[torch_typo]), timeout=5, metadata=AS_GATEWAY
+            )
         )[1]
         == "arms[0].backend"
     )
@@ -254,7 +263,9 @@ def test_bad_requests_name_the_field(system):
         ]
     )
     study = pb.StartStudyRequest(base=base, space=space, n_trials=2)
-    assert field(lambda: stub.StartStudy(study, timeout=5))[1] == "space.parameters[0].name"
+    assert (
+        field(lambda: stub.StartStudy(study, timeout=5, metadata=AS_GATEWAY))[1] == "space.parameters[0].name"
+    )
     bad_range = optimizer_pb2.SearchSpace(
         parameters=[
             optimizer_pb2.Parameter(
@@ -263,14 +274,16 @@ def test_bad_requests_name_the_field(system):
         ]
     )
     code, name = field(
-        lambda: stub.StartStudy(pb.StartStudyRequest(base=base, space=bad_range, n_trials=2), timeout=5)
+        lambda: stub.StartStudy(
+            pb.StartStudyRequest(base=base, space=bad_range, n_trials=2), timeout=5, metadata=AS_GATEWAY
+        )
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and name.startswith("space")  # the optimizer's own check
     objective = optimizer_pb2.StudyObjective(name="accuracy")
     request = pb.StartStudyRequest(base=base, space=bad_range, n_trials=2, objectives=[objective])
-    assert field(lambda: stub.StartStudy(request, timeout=5))[1] == "objectives[0].name"
+    assert field(lambda: stub.StartStudy(request, timeout=5, metadata=AS_GATEWAY))[1] == "objectives[0].name"
     missing = pb.GetExperimentRequest(experiment_id="x-nope")
-    assert field(lambda: stub.GetExperiment(missing, timeout=5)) == (
+    assert field(lambda: stub.GetExperiment(missing, timeout=5, metadata=AS_GATEWAY)) == (
         grpc.StatusCode.NOT_FOUND,
         "experiment_id",
     )

@@ -32,6 +32,7 @@ from services.common.errors import (
     Unauthenticated,
     clip,
 )
+from services.common.identity import CALLER_KEY, DEFAULT_USER, GRANT_KEY, ApiTokens
 from services.common.logs import request_id_var, rpc_var, run_id_var
 from services.common.metadata import FIELD_KEY, REQUEST_ID_KEY
 
@@ -322,25 +323,45 @@ def _matches(given: str, expected: bytes) -> bool:
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Every call except health checks needs `authorization: Bearer <token>` (the gateway's PEFTLAB_API_TOKEN).
-    A trusted service (holding the service token) may call on a caller's behalf with the caller's token."""
+    """The gateway's door: every call except health checks needs `authorization: Bearer <token>` of one of
+    its users. A trusted service (holding the service token) may make the delegable calls (an experiment's
+    SubmitRun and CancelRun) for a user with the grant the gateway gave for that user (identity.py)."""
 
     OPEN = ("/grpc.health.v1.Health/",)
+    DELEGABLE = ("/peftlab.v1.Gateway/SubmitRun", "/peftlab.v1.Gateway/CancelRun")
 
-    def __init__(self, token: str):
-        self._expected = f"Bearer {token}".encode()
+    def __init__(self, users: ApiTokens | str):
+        self.users = users if isinstance(users, ApiTokens) else ApiTokens({DEFAULT_USER: users})
+
+    def _delegated(self, method: str, metadata: dict[str, Any]) -> str:
+        """ "" when this is a valid call on a user's behalf, else why not."""
+        service_token = transport.service_token()
+        given = str(metadata.get(SERVICE_TOKEN_KEY, ""))
+        if not service_token or not _matches(given, service_token.encode()):
+            return f"invalid '{SERVICE_TOKEN_KEY}' for a call on a user's behalf"
+        if method not in self.DELEGABLE:
+            return f"{method.rsplit('/', 1)[-1]} cannot be called on a user's behalf"
+        caller = str(metadata.get(CALLER_KEY, ""))
+        if not self.users.grant_valid(caller, str(metadata.get(GRANT_KEY, ""))):
+            return f"no valid grant for the user in '{CALLER_KEY}' (their token changed or was removed)"
+        return ""
 
     async def intercept_service(self, continuation: Callable, handler_call_details: Any) -> Any:
-        if handler_call_details.method.startswith(self.OPEN):
+        method = handler_call_details.method
+        if method.startswith(self.OPEN):
             return await continuation(handler_call_details)
         metadata = dict(handler_call_details.invocation_metadata or ())
         given = str(metadata.get("authorization", ""))
-        if _matches(given, self._expected):
+        if self.users.user_of(given) is not None:
             return await continuation(handler_call_details)
+        reason = "invalid bearer token" if given else "missing metadata 'authorization: Bearer <token>'"
+        if not given and CALLER_KEY in metadata:
+            reason = self._delegated(method, metadata)
+            if not reason:
+                return await continuation(handler_call_details)
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        reason = "invalid bearer token" if given else "missing metadata 'authorization: Bearer <token>'"
         return _denied(handler, reason)
 
 

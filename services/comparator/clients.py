@@ -12,6 +12,7 @@ from peftlab.v1 import gateway_pb2, gateway_pb2_grpc, optimizer_pb2, optimizer_p
 from services.common import codec as common_codec
 from services.common import transport
 from services.common.errors import ServiceError, Unavailable, error_for_code
+from services.common.identity import Principal
 from services.common.interceptors import outgoing_metadata
 from services.common.messages import params_from_proto
 from services.common.metadata import FIELD_KEY
@@ -33,15 +34,16 @@ def _error(exc: grpc.RpcError, what: str) -> ServiceError:
 class GatewayRuns:
     """Submits and cancels runs through the gateway."""
 
-    def __init__(self, address: str, token: str = "", timeout: float = 30.0):
+    def __init__(self, address: str, timeout: float = 30.0):
         self.channel = transport.channel(address)
         self.stub = gateway_pb2_grpc.GatewayStub(self.channel)
-        self.token = token
         self.timeout = timeout
 
-    def _metadata(self) -> tuple[tuple[str, str], ...]:
-        auth = (("authorization", f"Bearer {self.token}"),) if self.token else ()
-        return outgoing_metadata(auth)
+    @staticmethod
+    def _metadata(principal: Principal) -> tuple[tuple[str, str], ...]:
+        # No token of its own: the service token, the user and the gateway's grant for them, so each run is
+        # submitted with exactly that user's rights and limits.
+        return outgoing_metadata(principal.metadata())
 
     def submit(
         self,
@@ -50,6 +52,7 @@ class GatewayRuns:
         placement: dict[str, Any],
         labels: dict[str, str],
         experiment_id: str,
+        principal: Principal,
     ) -> str:
         request = gateway_pb2.SubmitRunRequest(
             spec=common_codec.spec_from_dict(spec),
@@ -59,16 +62,17 @@ class GatewayRuns:
         )
         common_codec.fill(request.placement, placement)
         try:
-            return self.stub.SubmitRun(request, timeout=self.timeout, metadata=self._metadata()).run.id
+            reply = self.stub.SubmitRun(request, timeout=self.timeout, metadata=self._metadata(principal))
+            return reply.run.id
         except grpc.RpcError as exc:
             raise _error(exc, "gateway") from None
 
-    def cancel(self, run_id: str, reason: str) -> None:
+    def cancel(self, run_id: str, reason: str, principal: Principal) -> None:
         try:
             self.stub.CancelRun(
                 trainer_pb2.CancelRunRequest(run_id=run_id, reason=reason[:200]),
                 timeout=self.timeout,
-                metadata=self._metadata(),
+                metadata=self._metadata(principal),
             )
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:

@@ -101,7 +101,7 @@ class ComparisonDriver(Driver):
                         ("log", {"message": f"{self._label(cell)} reached the time budget; stopping it"})
                     ],
                 )
-                self.c.submitter.cancel(cell.run_id, "time budget of the comparison")
+                self.c.submitter.cancel(cell.run_id, "time budget of the comparison", self.principal)
             return
         cell.state, cell.run_status, cell.error = "DONE", record.status, record.error
         if record.status == "CANCELLED" and not cell.budget_stopped:

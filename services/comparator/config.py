@@ -15,7 +15,6 @@ class ComparatorConfig(RedisConfig):
     port: int = env_field(50054, "Port to listen on; 0 = any free port.", "PEFTLAB_COMPARATOR_PORT")
     gateway_address: str = env_field("127.0.0.1:50051", "host:port of the gateway it submits runs through.")
     optimizer_address: str = env_field("127.0.0.1:50053", "host:port of the optimizer.")
-    api_token: str = env_field("", "Bearer token for the gateway when its auth is on (PEFTLAB_API_TOKEN).")
     experiments_root: Path = env_field(None, "Report dirs (<id>/report.md, ...); default var/experiments.")
     models_root: Path = env_field(None, "Model dirs (for the PyTorch backend); default var/models.")
     data_root: Path = env_field(None, "Dataset dirs (for the PyTorch backend); default var/data.")

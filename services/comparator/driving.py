@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from services.common.identity import Principal
 from services.common.records import now_ms
 from services.common.redis_store import RunStore
 
@@ -28,10 +29,12 @@ class RunSubmitter(Protocol):
         placement: dict[str, Any],
         labels: dict[str, str],
         experiment_id: str,
+        principal: Principal,
     ) -> str:
-        """Submit a run through the gateway; its id. ServiceError when refused (Unavailable: try later)."""
+        """Submit a run through the gateway for `principal` (the user who started the experiment); its id.
+        ServiceError when refused (Unavailable: try later)."""
 
-    def cancel(self, run_id: str, reason: str) -> None: ...
+    def cancel(self, run_id: str, reason: str, principal: Principal) -> None: ...
 
 
 class Suggester(Protocol):
@@ -75,6 +78,7 @@ class Driver:
         self.store = context.store
         self.runs = context.runs
         self.owner = context.owner
+        self.principal = record.principal
 
     def tick(self) -> bool:
         raise NotImplementedError
@@ -93,7 +97,7 @@ class Driver:
     def submit(
         self, spec: dict[str, Any], name: str, placement: dict[str, Any], labels: dict[str, str]
     ) -> str:
-        return self.c.submitter.submit(spec, name, placement, labels, self.id)
+        return self.c.submitter.submit(spec, name, placement, labels, self.id, self.principal)
 
     def adopt(self, labels: dict[str, str]) -> str:
         """A run already submitted for these labels (the comparator died before recording it), or ""."""

@@ -22,6 +22,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 
 from services.common.errors import FailedPrecondition, NotFound, ServiceError
+from services.common.identity import Principal
 from services.common.records import now_ms
 from services.common.redis_store import RunStore
 from services.common.status_machine import TERMINAL as RUN_TERMINAL
@@ -162,7 +163,8 @@ class Comparator:
 
     # ---- requests ----
 
-    def start_comparison(self, request: ComparisonRequest) -> ExperimentView:
+    def start_comparison(self, request: ComparisonRequest, principal: Principal) -> ExperimentView:
+        """`principal`: the user it is for; its runs are submitted for them (never with more rights)."""
         request = check_comparison(request, self.roots)
         record = ExperimentRecord(
             id=new_id("x"),
@@ -170,6 +172,8 @@ class Comparator:
             name=request.name,
             request=asdict(request),
             total_runs=len(request.arms) * len(request.seeds),
+            caller=principal.caller,
+            grant=principal.grant,
         )
         cells = [
             Cell(arm=arm.name, seed=seed, backend=arm.backend)
@@ -181,7 +185,7 @@ class Comparator:
         self._wake.set()
         return self.get(record.id)
 
-    def start_study(self, request: StudyRequest) -> ExperimentView:
+    def start_study(self, request: StudyRequest, principal: Principal) -> ExperimentView:
         request = check_study(request, self.roots)
         # The optimizer checks the space (types, ranges, conditions) before anything is recorded.
         self.suggester.suggest(request.space, [], 1, request.seed, request.objectives)
@@ -191,6 +195,8 @@ class Comparator:
             name=request.name,
             request=asdict(request),
             total_runs=request.n_trials,
+            caller=principal.caller,
+            grant=principal.grant,
         )
         self.store.create(record)
         log.info("study started", extra={"experiment_id": record.id, "trials": request.n_trials})
@@ -233,11 +239,12 @@ class Comparator:
 
     def cancel_runs(self, experiment_id: str, reason: str) -> None:
         """Stop the experiment's queued and running runs (finished ones are kept)."""
+        principal = self.store.get(experiment_id).principal
         run_ids = self.store.run_ids(experiment_id)
         for record in self.runs.get_runs(run_ids):
             if record.status not in RUN_TERMINAL:
                 try:
-                    self.submitter.cancel(record.id, reason)
+                    self.submitter.cancel(record.id, reason, principal)
                 except ServiceError as exc:
                     log.warning("could not cancel run", extra={"run_id": record.id, "error": str(exc)})
         for run in self.store.local_runs(experiment_id).values():

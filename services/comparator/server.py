@@ -28,7 +28,7 @@ def make_comparator(config: ComparatorConfig) -> Comparator:
         config,
         ExperimentStore(runs.r, config.redis_prefix),
         runs,
-        GatewayRuns(config.gateway_address, config.api_token, config.call_timeout),
+        GatewayRuns(config.gateway_address, config.call_timeout),
         OptimizerClient(config.optimizer_address, config.call_timeout),
     )
 

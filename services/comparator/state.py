@@ -29,6 +29,7 @@ from typing import Any
 import redis
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.identity import ANONYMOUS, Principal
 from services.common.records import now_ms
 from services.common.redis_store import read_stream
 
@@ -124,6 +125,12 @@ class ExperimentRecord:
     finished_at: int = 0
     error: dict[str, str] | None = None  # {code, field, message}
     seq: int = 0
+    caller: str = ANONYMOUS  # the user it runs for
+    grant: str = ""  # the gateway's grant to act for them (identity.py); never sent to clients
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(self.caller, self.grant)
 
     @classmethod
     def from_hash(cls, values: dict[str, str]) -> ExperimentRecord:
@@ -139,6 +146,8 @@ class ExperimentRecord:
             finished_at=int(values.get("finished_at") or 0),
             error=json.loads(values["error"]) if values.get("error") else None,
             seq=int(values.get("seq") or 0),
+            caller=values.get("caller") or ANONYMOUS,
+            grant=values.get("grant", ""),
         )
 
 
@@ -262,6 +271,8 @@ class ExperimentStore:
             "name": record.name,
             "request": _json(record.request),
             "total_runs": str(record.total_runs),
+            "caller": record.caller,
+            "grant": record.grant,
         }
         options = {
             "fields": fields,

@@ -108,7 +108,7 @@ class StudyDriver(Driver):
         if not trial.budget_stopped and self.over_budget(record, self.request.time_budget_seconds):
             trial.budget_stopped = True
             self.update(members=[("trials", trial.key, trial)])
-            self.c.submitter.cancel(trial.run_id, "time budget of the study")
+            self.c.submitter.cancel(trial.run_id, "time budget of the study", self.principal)
             return
         if not self.rule.enabled:
             return
@@ -133,7 +133,7 @@ class StudyDriver(Driver):
                 ("log", {"message": f"trial {trial.number} pruned: {verdict.reason}"}),
             ],
         )
-        self.c.submitter.cancel(trial.run_id, f"pruned: {verdict.reason}")
+        self.c.submitter.cancel(trial.run_id, f"pruned: {verdict.reason}", self.principal)
 
     def _settle(self, trial: TrialRecord, record: Any) -> None:
         trial.curve = self._curve(trial.run_id)

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -277,11 +278,31 @@ def _validate_table(file: Path, add) -> bool:
     return True
 
 
+UPLOAD_RECORD = ".peftlab-upload.json"  # who created a dataset dir and how many bytes it holds
+
+
+def uploads_of(root: Path, user: str) -> tuple[int, int]:
+    """(datasets, bytes) that `user` has created under `root` with create_dataset."""
+    count = size = 0
+    if not root.is_dir():
+        return 0, 0
+    for record in root.glob(f"*/{UPLOAD_RECORD}"):
+        try:
+            upload = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(upload, dict) and upload.get("user") == user:
+            count += 1
+            size += int(upload.get("bytes") or 0)
+    return count, size
+
+
 def create_dataset(
-    root: Path, name: str, files: dict[str, bytes], max_problems: int = 50
+    root: Path, name: str, files: dict[str, bytes], max_problems: int = 50, user: str = ""
 ) -> tuple[DatasetInfo | None, list[DatasetProblem]]:
     """Write `files` (split -> JSONL bytes) as the dataset dir `root/name` when every line passes
-    `validate_dataset`; else write nothing. Returns (the dataset or None, the problems, by split file name)."""
+    `validate_dataset`; else write nothing. Returns (the dataset or None, the problems, by split file name).
+    The dir records who uploaded it and its size (UPLOAD_RECORD), for the per-user limits."""
     target = root / name
     if target.exists():
         raise AlreadyExists(f"a dataset dir {name!r} already exists under {root}", "name")
@@ -296,6 +317,8 @@ def create_dataset(
             problem.file = Path(problem.file).name
         if not valid:
             return None, problems
+        upload = {"user": user, "bytes": sum(len(b) for b in files.values()), "created_at": int(time.time())}
+        (staging / UPLOAD_RECORD).write_text(json.dumps(upload))
         os.chmod(staging, 0o755)
         try:
             staging.rename(target)  # atomic: a dataset dir is either absent or complete

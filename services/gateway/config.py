@@ -15,7 +15,18 @@ class GatewayConfig(RedisConfig):
         "127.0.0.1", "Interface to listen on (0.0.0.0 for other machines).", "PEFTLAB_GATEWAY_HOST"
     )
     port: int = env_field(50051, "Port to listen on; 0 = any free port.", "PEFTLAB_GATEWAY_PORT")
-    api_token: str = env_field("", "When set, every call but health needs 'authorization: Bearer <token>'.")
+    api_token: str = env_field(
+        "", "When set, every call but health needs 'authorization: Bearer <token>' (the user 'default')."
+    )
+    api_tokens_file: Path = env_field(
+        None, "A file of 'NAME TOKEN' lines, one per user (with or beside api_token); turns auth on."
+    )
+    max_datasets_per_user: int = env_field(
+        200, "Datasets one user may create with CreateDataset; the next is RESOURCE_EXHAUSTED."
+    )
+    max_upload_bytes_per_user: int = env_field(
+        2 << 30, "Bytes of datasets one user may have created with CreateDataset (default 2 GiB)."
+    )
     models_root: Path = env_field(None, "Model dirs requests may name; default var/models.")
     data_root: Path = env_field(None, "Dataset dirs requests may name; default var/data.")
     runs_root: Path = env_field(None, "Run dirs; default var/runs.")

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from services.common.identity import ANONYMOUS, CALLER_KEY, ApiTokens, Principal
 from services.common.logs import run_context
 from services.common.records import RunRecord, TrainerRecord, now_ms
 from services.common.redis_store import RunStore
@@ -50,6 +58,8 @@ class Gateway:
         self.store = store
         self.trainers = trainers
         self.roots = Roots.from_paths(config.models_root, config.data_root, config.runs_root)
+        self.users = ApiTokens.from_settings(config.api_token, config.api_tokens_file)
+        self._uploads = threading.Lock()
         self.placer = Placer(
             store,
             trainers.dispatch,
@@ -206,17 +216,51 @@ class Gateway:
         return out, total, model_path.name
 
     def create_dataset(
-        self, name: str, files: dict[str, bytes], max_problems: int
+        self, name: str, files: dict[str, bytes], max_problems: int, user: str = ANONYMOUS
     ) -> tuple[catalog.DatasetInfo | None, list]:
         check_id(name, "name")
         max_problems = int(check_range(max_problems or 50, 1, 1000, "max_problems"))
         for split in ("train", "valid"):
             if not files.get(split):
                 raise InvalidArgument(f"{split}.jsonl is required and was empty", split)
-        info, problems = catalog.create_dataset(self.roots.data, name, files, max_problems)
+        with self._uploads:  # the limit check and the write, one upload at a time
+            self._check_upload_limits(user, sum(len(b) for b in files.values()))
+            info, problems = catalog.create_dataset(self.roots.data, name, files, max_problems, user)
         if info is not None:
-            log.info("dataset created", extra={"dataset": name})
+            log.info("dataset created", extra={"dataset": name, "user": user})
         return info, problems
+
+    def _check_upload_limits(self, user: str, size: int) -> None:
+        count, used = catalog.uploads_of(self.roots.data, user)
+        limit = self.config.max_datasets_per_user
+        if count >= limit:
+            raise ResourceExhausted(
+                f"user {user!r} has created {count} datasets, the limit (PEFTLAB_MAX_DATASETS_PER_USER="
+                f"{limit}); remove one from the data root or raise the limit",
+                "name",
+            )
+        limit = self.config.max_upload_bytes_per_user
+        if used + size > limit:
+            raise ResourceExhausted(
+                f"user {user!r} has uploaded {used} bytes; this upload's {size} would pass the limit "
+                f"(PEFTLAB_MAX_UPLOAD_BYTES_PER_USER={limit}); remove a dataset or raise the limit",
+                "train",
+            )
+
+    # ---- who a call is for ----
+
+    def caller_of(self, metadata: dict[str, str]) -> str:
+        """The user a call is for: the bearer token's user, or the user a trusted service acts for (the
+        interceptor admitted that call only with a valid grant); everyone is 'anonymous' without tokens."""
+        if not self.users.enabled:
+            return ANONYMOUS
+        user = self.users.user_of(str(metadata.get("authorization", "")))
+        return user or str(metadata.get(CALLER_KEY, ANONYMOUS))
+
+    def principal_of(self, metadata: dict[str, str]) -> Principal:
+        """The user and the grant with which the comparator may later act for them."""
+        user = self.caller_of(metadata)
+        return Principal(user, self.users.grant_for(user))
 
     # ---- a finished run's adapter, read from its dir ----
 

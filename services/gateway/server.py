@@ -7,6 +7,7 @@ import logging
 
 from peftlab.v1 import gateway_pb2_grpc
 
+from services.common import transport
 from services.common.grpc_server import GrpcServer, ServiceBinding, build_server, serve
 from services.common.interceptors import BearerTokenInterceptor
 from services.common.logs import setup_logging
@@ -26,7 +27,7 @@ def make_server(config: GatewayConfig, store: RunStore | None = None) -> tuple[G
     store = store or RunStore.from_url(config.redis_url, config.redis_prefix, config.events_maxlen)
     channels = Channels()
     gateway = Gateway(config, store, TrainerClients(channels, config.trainer_timeout))
-    interceptors = [BearerTokenInterceptor(config.api_token)] if config.api_token else []
+    interceptors = [BearerTokenInterceptor(gateway.users)] if gateway.users.enabled else []
     grpc_server = build_server(
         config.address(),
         [
@@ -47,6 +48,11 @@ def main() -> None:
     config = load()
     setup_logging("gateway", config.log_level, config.log_format)
     grpc_server, gateway = make_server(config)
-    if config.api_token:
+    if gateway.users.enabled:
         log.info("bearer-token auth is on")
+        if not transport.service_token():
+            log.warning(
+                "no service token set (PEFTLAB_SERVICE_TOKEN): the comparator cannot submit experiments' "
+                "runs on a user's behalf, so experiments will fail"
+            )
     serve(grpc_server, after_start=gateway.start, before_stop=gateway.shutdown)

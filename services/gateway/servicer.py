@@ -25,12 +25,6 @@ from services.gateway.gateway import Gateway
 from services.gateway.trainers import CHANNEL_OPTIONS, Channels, comparator_stub, optimizer_stub
 
 
-def caller_auth(context) -> tuple[tuple[str, str], ...]:
-    """The caller's own bearer token, forwarded so the comparator acts on the caller's behalf."""
-    auth = dict(context.invocation_metadata() or ()).get("authorization", "")
-    return (("authorization", auth),) if auth else ()
-
-
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     def __init__(self, gateway: Gateway, channels: Channels):
         self.gateway = gateway
@@ -39,6 +33,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.channels = channels
         self.events = AsyncRedis(self.config.redis_url)
         self._aio_comparator = None
+
+    def _principal(self, context) -> tuple[tuple[str, str], ...]:
+        """Who the comparator acts for (the caller) and the grant it may use later for their runs."""
+        return self.gateway.principal_of(dict(context.invocation_metadata() or ())).metadata()
 
     def _comparator(self):
         return comparator_stub(self.channels, self.config.comparator_address)
@@ -168,7 +166,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     def CreateDataset(self, request, context):
         files = {"train": request.train, "valid": request.valid, "test": request.test}
-        info, problems = self.gateway.create_dataset(request.name, files, request.max_problems)
+        user = self.gateway.caller_of(dict(context.invocation_metadata() or ()))
+        info, problems = self.gateway.create_dataset(request.name, files, request.max_problems, user)
         response = gateway_pb2.CreateDatasetResponse(
             created=info is not None,
             problems=[gateway_pb2.DatasetProblem(**dataclasses.asdict(p)) for p in problems],
@@ -233,7 +232,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     def _unary(self, method: str, request, context):
         timeout = downstream_timeout(context, self.config.trainer_timeout)
         return getattr(self._comparator(), method)(
-            request, timeout=timeout, metadata=outgoing_metadata(caller_auth(context))
+            request, timeout=timeout, metadata=outgoing_metadata(self._principal(context))
         )
 
     def StartComparison(self, request, context):
@@ -275,7 +274,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             )
         timeout = downstream_timeout(context, self.config.stream_timeout)
         responses = self._aio_comparator.WatchExperiment(
-            request, timeout=timeout, metadata=outgoing_metadata(caller_auth(context))
+            request, timeout=timeout, metadata=outgoing_metadata(self._principal(context))
         )
         try:
             async for response in responses:
