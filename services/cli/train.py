@@ -17,6 +17,8 @@ SHORTCUTS = {
     "batch_size": "rows per micro-batch, or auto (largest that fits memory; see effective_batch_size)",
     "seed": "random seed",
     "report_to": "experiment trackers, comma-separated: tensorboard,mlflow,wandb",
+    "workers": "data-parallel processes on this machine (mx.distributed: ring on CPU/Metal, NCCL on CUDA); "
+    "each takes batch_size / workers rows",
 }
 
 
@@ -197,6 +199,19 @@ def print_result(result, baseline) -> None:
     print(f"run dir: {result.run_dir}")
 
 
+def _end_ranks(ranks: list, workdir: Path | None) -> None:
+    """Wait for the other ranks (they finish with rank 0); a rank left hanging after rank 0 failed is stopped."""
+    import shutil
+
+    for process in ranks:
+        process.join(60.0)
+        if process.is_alive():
+            process.terminate()
+            process.join(5.0)
+    if workdir is not None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main(args: argparse.Namespace) -> int:
     from services.trainer.engine.blas import ensure_preloaded
 
@@ -220,14 +235,26 @@ def main(args: argparse.Namespace) -> int:
                 print(f"base model exact match: {baseline.exact_match:.1%}")
         run_dir = Path(run_dir)
         context = RunContext(run_id=run_dir.name, run_dir=run_dir, name=run_dir.name)
-        result = train_tracked(
-            spec,
-            run_dir,
-            context,
-            resume=bool(args.resume),
-            callback=ProgressBar().callback(),
-            initial_eval=not args.no_baseline,
-        )
+        ranks, workdir = [], None
+        if spec.workers > 1:
+            from services.trainer.engine.distributed import start_local_ranks
+
+            ranks, workdir = start_local_ranks(spec.to_dict(), run_dir, bool(args.resume), spec.workers)
+        try:
+            result = train_tracked(
+                spec,
+                run_dir,
+                context,
+                resume=bool(args.resume),
+                callback=ProgressBar().callback(),
+                initial_eval=not args.no_baseline,
+            )
+        finally:
+            _end_ranks(ranks, workdir)
+        failed = [(p.name, p.exitcode) for p in ranks if p.exitcode != 0]
+        if failed:
+            print(f"error: data-parallel ranks failed: {failed}", file=sys.stderr)
+            return 1
     except (EngineError, SpecError, FailedPrecondition) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

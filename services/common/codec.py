@@ -170,7 +170,7 @@ def trainer_to_proto(record: TrainerRecord) -> common_pb2.TrainerInfo:
         id=record.id,
         address=record.address,
         slots=record.slots,
-        busy_slots=len(record.run_ids),
+        busy_slots=record.busy_slots,
         version=record.version,
         runs_root=record.runs_root,
         draining=record.draining,

@@ -13,6 +13,8 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# Marks the extra slot members of a data-parallel run in a trainer's slot set (`{run id}#2`, ...).
+SLOT_MARK = "#"
 PROGRESS_FIELDS = ("step", "total_steps", "train_loss", "valid_loss", "tokens_per_second", "elapsed_seconds")
 
 
@@ -122,10 +124,16 @@ class TrainerRecord:
     heartbeat_at: int = 0
     draining: bool = False  # shutting down: alive (its runs are checkpointing) but takes no new runs
     run_ids: list[str] = field(default_factory=list)
+    # Slots held beyond one per run: a data-parallel run holds spec.workers (its `id#k` slot members).
+    extra_slots: int = 0
+
+    @property
+    def busy_slots(self) -> int:
+        return len(self.run_ids) + self.extra_slots
 
     @property
     def free_slots(self) -> int:
-        return 0 if self.draining else max(0, self.slots - len(self.run_ids))
+        return 0 if self.draining else max(0, self.slots - self.busy_slots)
 
     def to_hash(self) -> dict[str, str]:
         return {
@@ -154,5 +162,6 @@ class TrainerRecord:
             started_at=int(values.get("started_at") or 0),
             heartbeat_at=int(values.get("heartbeat_at") or 0),
             draining=values.get("draining") == "1",
-            run_ids=sorted(run_ids),
+            run_ids=sorted(m for m in run_ids if SLOT_MARK not in m),
+            extra_slots=sum(1 for m in run_ids if SLOT_MARK in m),
         )

@@ -28,7 +28,7 @@ import redis
 
 from services.common import status_machine
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-from services.common.records import RunEvent, RunRecord, TrainerRecord, now_ms
+from services.common.records import SLOT_MARK, RunEvent, RunRecord, TrainerRecord, now_ms
 from services.common.status_machine import STATUSES
 
 _EVENT_ID = re.compile(r"^\d+(-\d+)?$")
@@ -365,11 +365,14 @@ class RunStore:
         return out
 
     def trainer_slot_runs(self, trainer_id: str) -> set[str]:
-        return set(self.r.smembers(self.slots_key(trainer_id)))
+        """The runs holding slots of the trainer (a data-parallel run once, however many slots it holds)."""
+        return {m for m in self.r.smembers(self.slots_key(trainer_id)) if SLOT_MARK not in m}
 
     def release_slot(self, trainer_id: str, run_id: str) -> None:
-        """Free a slot the run no longer holds (its status moved on elsewhere), leaving the run as it is."""
-        self.r.srem(self.slots_key(trainer_id), run_id)
+        """Free the slots a run no longer holds (its status moved on elsewhere), leaving the run as it is."""
+        key = self.slots_key(trainer_id)
+        extra = [m for m in self.r.smembers(key) if m.startswith(run_id + SLOT_MARK)]
+        self.r.srem(key, run_id, *extra)
 
     def forget_trainer(self, trainer_id: str) -> None:
         """Drop a dead trainer's leftovers (its slot set and registry membership) once its runs are reaped."""

@@ -26,6 +26,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 # Which tokens of a sample carry the loss (services/trainer/engine/datasets.py applies it).
 MASK_MODES = ("assistant", "last_assistant", "none")
+MAX_WORKERS = 64  # data-parallel processes of one run
 AUTO_BATCH = 0  # batch_size "auto": the engine picks the micro-batch from the memory model
 # Llama-family names; mlx_lm's models use the same module paths inside each transformer block.
 # Peak learning rates when a spec does not set one. Adapters (scale alpha/rank = 2) learn the default
@@ -155,6 +156,14 @@ class RunSpec:
         ),
     )
 
+    workers: int = field(
+        default=1,
+        metadata=_help(
+            "Data-parallel processes: each takes batch_size / workers rows of every micro-batch, gradients "
+            "averaged with mx.distributed; batch_size a multiple of it; books that many trainer slots."
+        ),
+    )
+
     # ---- construction -------------------------------------------------------------------------------
 
     @classmethod
@@ -274,6 +283,17 @@ class RunSpec:
         for tracker in self.report_to:
             _one_of("report_to", tracker, TRACKERS)
         _int_range("eval_samples", self.eval_samples, 0, 10**4)
+        _int_range("workers", self.workers, 1, MAX_WORKERS)
+        if self.workers > 1 and self.auto_batch:
+            raise SpecError(
+                "batch_size",
+                f"auto is not supported with workers={self.workers}; set batch_size to a multiple of workers",
+            )
+        if self.batch_size % self.workers:
+            raise SpecError(
+                "batch_size",
+                f"{self.batch_size} rows do not split over workers={self.workers}; use a multiple of {self.workers}",
+            )
 
 
 def _coerce(cls: type, name: str, value: Any) -> Any:

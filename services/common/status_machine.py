@@ -45,14 +45,34 @@ def allowed_from(to: str) -> list[str]:
 # ---- Lua ----------------------------------------------------------------------------------------------
 # Options arrive as one JSON argument; absent keys are left out (cjson turns JSON null into a truthy value).
 
+# A run books one slot per data-parallel worker (spec.workers): its id plus `id#2` .. `id#N` in the trainer's
+# slot set, all or none, so SCARD stays the slots taken. `slots_held` on the run says how many to release.
 _CHECK_CLAIM = """
-local function check_claim(p, id, trainer)
+local function slot_weight(spec_json)
+  local ok, spec = pcall(cjson.decode, spec_json or '{}')
+  local n = ok and type(spec) == 'table' and tonumber(spec.workers) or 1
+  if not n or n < 1 then n = 1 end
+  return math.floor(n)
+end
+local function check_claim(p, id, trainer, weight)
   local tkey = p .. 'trainer:' .. trainer
   if redis.call('EXISTS', tkey) == 0 then return 'trainer-gone' end
   local slots = tonumber(redis.call('HGET', tkey, 'slots') or '0')
   local rkey = tkey .. ':runs'
-  if redis.call('SISMEMBER', rkey, id) == 0 and redis.call('SCARD', rkey) >= slots then return 'no-slot' end
+  if redis.call('SISMEMBER', rkey, id) == 0 and redis.call('SCARD', rkey) + weight > slots then return 'no-slot' end
   return nil
+end
+local function book(p, id, trainer, weight)
+  local rkey = p .. 'trainer:' .. trainer .. ':runs'
+  redis.call('SADD', rkey, id)
+  for k = 2, weight do redis.call('SADD', rkey, id .. '#' .. k) end
+  redis.call('HSET', p .. 'run:' .. id, 'slots_held', weight)
+end
+local function unbook(p, id, trainer)
+  local rkey = p .. 'trainer:' .. trainer .. ':runs'
+  local held = tonumber(redis.call('HGET', p .. 'run:' .. id, 'slots_held') or '1') or 1
+  redis.call('SREM', rkey, id)
+  for k = 2, held do redis.call('SREM', rkey, id .. '#' .. k) end
 end
 """
 
@@ -64,8 +84,9 @@ local p, id = ARGV[1], ARGV[2]
 local o = cjson.decode(ARGV[3])
 local key = p .. 'run:' .. id
 if redis.call('EXISTS', key) == 1 then return {'exists'} end
+local weight = slot_weight(o.fields.spec)
 if o.claim then
-  local refused = check_claim(p, id, o.claim)
+  local refused = check_claim(p, id, o.claim, weight)
   if refused then return {refused, o.claim} end
 end
 local seq = redis.call('INCR', p .. 'runs:seq')
@@ -79,7 +100,7 @@ local ekey = key .. ':events'
 local last = redis.call('XADD', ekey, 'MAXLEN', '~', o.maxlen, '*', 'kind', 'status', 'data',
   cjson.encode({status = 'QUEUED', previous = '', trainer_id = '', reason = o.reason}))
 if o.claim then
-  redis.call('SADD', p .. 'trainer:' .. o.claim .. ':runs', id)
+  book(p, id, o.claim, weight)
   last = redis.call('XADD', ekey, 'MAXLEN', '~', o.maxlen, '*', 'kind', 'status', 'data',
     cjson.encode({status = 'PLACED', previous = 'QUEUED', trainer_id = o.claim, reason = 'started on its trainer'}))
 else
@@ -106,12 +127,13 @@ for _, s in ipairs(o.from) do if s == cur then allowed = true end end
 if not allowed then return {'status', cur} end
 local trainer = redis.call('HGET', key, 'trainer') or ''
 if o.expect_trainer and o.expect_trainer ~= trainer then return {'trainer', trainer} end
+local weight = slot_weight(redis.call('HGET', key, 'spec'))
 if o.claim then
-  local refused = check_claim(p, id, o.claim)
+  local refused = check_claim(p, id, o.claim, weight)
   if refused then return {refused, o.claim} end
 end
-if o.release and trainer ~= '' then redis.call('SREM', p .. 'trainer:' .. trainer .. ':runs', id) end
-if o.claim then redis.call('SADD', p .. 'trainer:' .. o.claim .. ':runs', id) end
+if o.release and trainer ~= '' then unbook(p, id, trainer) end
+if o.claim then book(p, id, o.claim, weight) end
 local seq = redis.call('HGET', key, 'seq')
 if o.to ~= cur then
   redis.call('ZREM', p .. 'runs:status:' .. cur, id)

@@ -179,7 +179,7 @@ class Gateway:
         trainers = [t for t in self.store.list_trainers() if not t.draining]
         if not trainers:
             raise Unavailable("no trainer is registered; start one (make run starts one)")
-        return min(trainers, key=lambda t: (len(t.run_ids) - t.slots, t.id))
+        return min(trainers, key=lambda t: (t.busy_slots - t.slots, t.id))
 
     def check_model(self, model: str, field: str = "model") -> Path:
         return model_dir(model, self.roots, field)

@@ -60,6 +60,14 @@ def waiting_reason(run: RunRecord, trainers: Iterable[TrainerRecord]) -> str:
     )
 
 
+def workers_of(run: RunRecord) -> int:
+    """Slots the run books: one per data-parallel worker."""
+    try:
+        return max(1, int(run.spec.get("workers", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
 def choose_trainer(trainers: Iterable[TrainerRecord], run: RunRecord) -> TrainerRecord | None:
     """The best trainer with a free slot for `run`, or None (it waits in the queue).
 
@@ -75,7 +83,8 @@ def choose_trainer(trainers: Iterable[TrainerRecord], run: RunRecord) -> Trainer
     )
     resuming = run.status == "RESUMING"
     budget = float(run.spec.get("memory_budget_gb", 0.0) or 0.0) * 1e9
-    candidates = [t for t in trainers if t.free_slots > 0]
+    # A data-parallel run needs all its workers' slots on one trainer (the status machine books them at once).
+    candidates = [t for t in trainers if t.free_slots >= workers_of(run)]
     if strict:
         candidates = [t for t in candidates if device_matches(t, device) and (not pinned or t.id == pinned)]
     if resuming:
@@ -245,6 +254,7 @@ class Placer:
             choice = choose_trainer(trainers, record)
             if choice is not None and self._place_on(record, choice):
                 choice.run_ids.append(record.id)
+                choice.extra_slots += workers_of(record) - 1
 
     def _place_on(self, record: RunRecord, trainer: TrainerRecord) -> bool:
         status = "RESUMING" if record.status == "RESUMING" else "PLACED"
@@ -262,7 +272,7 @@ class Placer:
             except (TransitionRefused, TrainerGone):
                 return False  # someone else placed or cancelled it, or the trainer just left
             except ServiceError:  # no slot after all (another gateway was quicker): full for this pass
-                trainer.slots = len(trainer.run_ids)
+                trainer.slots = trainer.busy_slots
                 return False
             placed = self.store.get_run(record.id)
             try:

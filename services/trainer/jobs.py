@@ -5,6 +5,11 @@ A run's child writes its own events to Redis (through RedisEvents, the engine ca
 outcome to the parent over a pipe; the parent turns the outcome into the run's final status. Stopping is
 cooperative first (an Event the engine polls between steps: it checkpoints and returns "cancelled"), then
 SIGTERM, then SIGKILL.
+
+A data-parallel run (spec.workers = N) is N such processes, ranks of one mx.distributed group with the
+environment mlx.launch would give them (engine/distributed.py): rank 0 is the run's child as above, ranks
+1..N-1 only train. When any rank dies the others are stopped too, and the run's outcome is that rank's death
+(so the trainer's recovery resumes the whole run from its newest checkpoint).
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +44,8 @@ from services.trainer.engine.callbacks import TrainingCallback
 log = logging.getLogger(__name__)
 
 _SPAWN = multiprocessing.get_context("spawn")
+# How long rank 0 may go on after another rank of its run exited with an error, before it is stopped.
+RANK_GRACE_SECONDS = 30.0
 
 
 # ---- in the child ------------------------------------------------------------------------------------
@@ -156,6 +165,13 @@ class RunChild:
     log_level: str = "INFO"
     log_format: str = "text"
     memory_limit_bytes: int = 0  # address-space cap (RLIMIT_AS) on the run's process; 0 = none
+    device_kind: str = (
+        "cpu"  # this trainer's device: picks the data-parallel backend (NCCL on CUDA, else ring)
+    )
+
+    @property
+    def workers(self) -> int:
+        return max(1, int(self.spec.get("workers", 1) or 1))
 
 
 def _cap_memory(limit: int) -> None:
@@ -167,14 +183,28 @@ def _cap_memory(limit: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _run_main(child: RunChild, stop: Any, conn: Connection) -> None:
+def _enter_child(child: RunChild, rank_env: dict[str, str]) -> None:
     if child.memory_limit_bytes:
         _cap_memory(child.memory_limit_bytes)
+    os.environ.update(rank_env)  # before MLX reads it (mx.distributed.init)
     setup_logging("trainer-run", child.log_level, child.log_format)
     bind_run_id(child.run_id)
     _exit_with_parent()
     # SIGTERM from the parent means "stop now"; the cooperative stop already had its chance.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _rank_main(child: RunChild, rank_env: dict[str, str]) -> None:
+    """Ranks 1..N-1 of a data-parallel run: train (rank 0 reports); an error ends the process non-zero."""
+    _enter_child(child, rank_env)
+    from services.common.spec import RunSpec
+    from services.trainer.engine.api import train
+
+    train(RunSpec.from_dict(child.spec), Path(child.run_dir), resume=child.resume)
+
+
+def _run_main(child: RunChild, stop: Any, conn: Connection, rank_env: dict[str, str] | None = None) -> None:
+    _enter_child(child, rank_env or {})
     store = RunStore.from_url(child.redis_url, child.redis_prefix, child.events_maxlen)
     events = RedisEvents(store, child.run_id, child.attempt, stop)
     try:
@@ -258,43 +288,72 @@ class RunJob:
     cancel_requested: bool = False
     shutting_down: bool = False
     oom_kills_at_start: int | None = None  # the cgroup's OOM-kill counter when the child started
+    ranks: list[Any] = field(default_factory=list)  # a data-parallel run's processes of ranks 1..N-1
+    workdir: str = ""  # the ranks' hostfile lives here (removed with the run's processes)
 
     @property
     def run_id(self) -> str:
         return self.child.run_id
 
+    @property
+    def processes(self) -> list[Any]:
+        return [self.process, *self.ranks]
+
+    def dead_rank(self) -> tuple[int, int] | None:
+        """(rank, exit code) of a rank > 0 that ended without success, or None."""
+        for rank, process in enumerate(self.ranks, start=1):
+            if not process.is_alive() and process.exitcode not in (0, None):
+                return rank, process.exitcode
+        return None
+
+    def terminate(self, grace: float = 5.0) -> None:
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+        for process in self.processes:
+            process.join(grace)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
 
 class RunProcesses:
-    """The trainer's slots: at most `slots` run processes at once, each watched by a thread that reports
-    its outcome to `on_exit(job, outcome)` and then frees the slot."""
+    """The trainer's slots: at most `slots` run processes at once (a data-parallel run takes one per worker),
+    each run watched by a thread that reports its outcome to `on_exit(job, outcome)` and then frees the slots."""
 
     def __init__(self, slots: int, on_exit: Callable[[RunJob, Outcome], None]):
         self.slots = slots
         self.on_exit = on_exit
         self._jobs: dict[str, RunJob] = {}
-        # Slots kept for runs about to be resumed here (recovery after their child died).
-        self._held: set[str] = set()
+        # Slots kept for runs about to be resumed here (recovery after their child died): run id -> slots.
+        self._held: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    def _used(self, besides: str = "") -> int:
+        taken = {run_id: job.child.workers for run_id, job in self._jobs.items()}
+        for run_id, n in self._held.items():
+            taken.setdefault(run_id, n)
+        return sum(n for run_id, n in taken.items() if run_id != besides)
 
     def free(self) -> int:
         with self._lock:
-            return self.slots - len(self._jobs) - len(self._held - set(self._jobs))
+            return self.slots - self._used()
 
     def running(self) -> list[str]:
         with self._lock:
-            return sorted(set(self._jobs) | self._held)
+            return sorted(set(self._jobs) | set(self._held))
 
-    def hold(self, run_id: str) -> bool:
-        """Keep a slot for `run_id` until it starts again (or release_hold); False when none is free."""
+    def hold(self, run_id: str, slots: int = 1) -> bool:
+        """Keep `slots` slots for `run_id` until it starts again (or release_hold); False when they are not free."""
         with self._lock:
-            if run_id not in self._held and len(self._jobs) + len(self._held) >= self.slots:
+            if run_id not in self._held and self._used(besides=run_id) + slots > self.slots:
                 return False
-            self._held.add(run_id)
+            self._held[run_id] = slots
             return True
 
     def release_hold(self, run_id: str) -> None:
         with self._lock:
-            self._held.discard(run_id)
+            self._held.pop(run_id, None)
 
     def get(self, run_id: str) -> RunJob | None:
         with self._lock:
@@ -304,29 +363,61 @@ class RunProcesses:
         from services.trainer.recovery import oom_kills
 
         with self._lock:
-            self._held.discard(child.run_id)  # a held slot is this run's to take
-            if len(self._jobs) + len(self._held) >= self.slots:
+            self._held.pop(child.run_id, None)  # a held slot is this run's to take
+            if self._used() + child.workers > self.slots:
                 busy = ", ".join(sorted(self._jobs))
-                raise ResourceExhausted(f"all {self.slots} slot(s) of this trainer are busy (runs: {busy})")
+                raise ResourceExhausted(
+                    f"{child.workers} of the {self.slots} slot(s) of this trainer are not free (runs: {busy})"
+                )
+            envs, workdir = [{}], ""
+            if child.workers > 1:
+                from services.trainer.engine.distributed import backend_for, rank_environments
+
+                workdir = tempfile.mkdtemp(prefix=f"peftlab-{child.run_id}-")
+                envs = rank_environments(child.workers, backend_for(child.device_kind), Path(workdir))
             parent_conn, child_conn = _SPAWN.Pipe(duplex=False)
             stop = _SPAWN.Event()
             process = _SPAWN.Process(
-                target=_run_main, args=(child, stop, child_conn), name=f"run-{child.run_id}", daemon=False
+                target=_run_main,
+                args=(child, stop, child_conn, envs[0]),
+                name=f"run-{child.run_id}",
+                daemon=False,
             )
             process.start()
             child_conn.close()
+            ranks = []
+            for rank, env in enumerate(envs[1:], start=1):
+                ranks.append(
+                    _SPAWN.Process(
+                        target=_rank_main, args=(child, env), name=f"run-{child.run_id}-{rank}", daemon=False
+                    )
+                )
+                ranks[-1].start()
             job = RunJob(
-                child=child, process=process, conn=parent_conn, stop=stop, oom_kills_at_start=oom_kills()
+                child=child,
+                process=process,
+                conn=parent_conn,
+                stop=stop,
+                oom_kills_at_start=oom_kills(),
+                ranks=ranks,
+                workdir=workdir,
             )
             self._jobs[child.run_id] = job
         threading.Thread(target=self._watch, args=(job,), name=f"watch-{child.run_id}", daemon=True).start()
         log.info(
-            "run process started", extra={"run_id": child.run_id, "pid": process.pid, "resume": child.resume}
+            "run process started",
+            extra={
+                "run_id": child.run_id,
+                "pid": process.pid,
+                "resume": child.resume,
+                "rank_pids": [p.pid for p in job.ranks],
+            },
         )
         return job
 
     def _watch(self, job: RunJob) -> None:
         outcome = Outcome()
+        dead_since = 0.0
         # Read while the child lives: a result larger than the pipe buffer would otherwise block its exit.
         while True:
             try:
@@ -342,9 +433,35 @@ class RunProcesses:
                 break
             if not job.process.is_alive():
                 break
+            dead = job.dead_rank() if outcome.result is None else None
+            if dead is not None:
+                # Killed: the group cannot go on. An error exit (the rank's own traceback is in the log):
+                # rank 0 usually fails with "peer lost" and reports its own error; give it the time to.
+                dead_since = dead_since or time.monotonic()
+                if dead[1] < 0 or time.monotonic() - dead_since > RANK_GRACE_SECONDS:
+                    break
+        dead = job.dead_rank() if outcome.result is None else None
+        # Rank 0's own death (killed itself, not by us below) is the run's; else a killed rank's.
+        lead_killed = not job.process.is_alive() and (job.process.exitcode or 0) < 0
+        killed = dead is not None and dead[1] < 0 and not lead_killed
+        if job.process.is_alive():
+            job.terminate()  # a rank is gone: the group cannot go on
         job.process.join()
+        for process in job.ranks:
+            process.join(30.0)
+        job.terminate()
         job.conn.close()
+        if job.workdir:
+            shutil.rmtree(job.workdir, ignore_errors=True)
         outcome.exitcode = job.process.exitcode
+        if killed:
+            # The run ends as that rank did (rank 0 saw only "connection to a peer was lost"): a killed rank
+            # is a killed run, which the recovery resumes from the newest checkpoint.
+            rank, code = dead
+            log.warning(
+                "a data-parallel rank died", extra={"run_id": job.run_id, "rank": rank, "exitcode": code}
+            )
+            outcome.error, outcome.exitcode = None, code
         # Free the local slot before the outcome frees the Redis one: the gateway places the next run as soon
         # as Redis says the slot is free, and this trainer must then accept it.
         with self._lock:
@@ -369,10 +486,7 @@ class RunProcesses:
                 log.warning(
                     "run did not stop in time; terminating", extra={"run_id": run_id, "grace_s": grace}
                 )
-                job.process.terminate()
-                job.process.join(5.0)
-            if job.process.is_alive():
-                job.process.kill()
+            job.terminate()
 
         threading.Thread(target=escalate, name=f"stop-{run_id}", daemon=True).start()
         return True

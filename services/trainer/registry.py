@@ -82,5 +82,9 @@ class Registration:
         self.store.unregister_trainer(self.record.id)
 
     def info(self) -> TrainerRecord:
-        self.record.run_ids = sorted(self.store.trainer_slot_runs(self.record.id))
+        found = self.store.list_trainers([self.record.id])
+        if found:
+            self.record.run_ids, self.record.extra_slots = found[0].run_ids, found[0].extra_slots
+        else:
+            self.record.run_ids = sorted(self.store.trainer_slot_runs(self.record.id))
         return self.record

@@ -52,6 +52,7 @@ class Trainer:
         self.config = config
         self.store = store
         self.id = identity.trainer_id
+        self.device_kind = str(identity.hardware.get("device_kind", "cpu"))
         self.roots = Roots.from_paths(config.models_root, config.data_root, config.runs_root)
         self.processes = RunProcesses(config.slots, self._record_outcome)
         self._calls = threading.BoundedSemaphore(config.generate_slots)
@@ -187,7 +188,7 @@ class Trainer:
             check_id(experiment_id, "experiment_id")
         with run_context(run_id), self._admit:
             self._check_open()
-            self._check_free_slot()
+            self._check_free_slot(_workers(before.spec if before else spec))
             existing = self._existing(run_id)
             if existing is None or existing.status == "QUEUED":
                 checked = checked or check_spec(spec, self.roots)
@@ -220,8 +221,8 @@ class Trainer:
         check_id(run_id, "run_id")
         with run_context(run_id), self._admit:
             self._check_open()
-            self._check_free_slot()
             record = self.store.get_run(run_id)
+            self._check_free_slot(_workers(record.spec))
             if record.status == "SUCCEEDED":
                 raise FailedPrecondition(f"run {run_id} already SUCCEEDED; nothing to resume", "run_id")
             if record.status == "RESUMING" and record.trainer not in ("", self.id):
@@ -254,11 +255,18 @@ class Trainer:
         if self._closing:
             raise Unavailable(f"trainer {self.id} is shutting down")
 
-    def _check_free_slot(self) -> None:
-        if self.processes.free() <= 0:
+    def _check_free_slot(self, workers: int = 1) -> None:
+        if workers > self.config.slots:
+            raise FailedPrecondition(
+                f"the run needs {workers} slots (workers={workers}) and trainer {self.id} has "
+                f"{self.config.slots}; lower workers or start the trainer with --slots {workers}",
+                "spec.workers",
+            )
+        if self.processes.free() < workers:
             busy = ", ".join(self.processes.running())
             raise ResourceExhausted(
-                f"trainer {self.id} has no free slot ({self.config.slots} busy: {busy}); "
+                f"trainer {self.id} has {max(0, self.processes.free())} free slot(s), the run needs {workers} "
+                f"({self.config.slots} in all; busy: {busy}); "
                 "retry later, or submit through the gateway, which queues runs"
             )
 
@@ -331,6 +339,7 @@ class Trainer:
             log_level=self.config.log_level,
             log_format=self.config.log_format,
             memory_limit_bytes=self.config.run_memory_limit_mb * 2**20,
+            device_kind=self.device_kind,
         )
         try:
             self.processes.start(child)
@@ -444,7 +453,7 @@ class Trainer:
         """Keep the run's slot, mark it RESUMING with the reason (the event the UI and CLI show), and start it
         again from its newest checkpoint after the decision's delay."""
         run_id = job.run_id
-        if self._closing or not self.processes.hold(run_id):
+        if self._closing or not self.processes.hold(run_id, job.child.workers):
             return False
         try:
             self.store.transition(
@@ -627,3 +636,11 @@ def _has_checkpoint(run_dir: Path) -> bool:
     from services.trainer.engine import checkpoint
 
     return checkpoint.latest(run_dir) is not None
+
+
+def _workers(spec: dict[str, Any]) -> int:
+    """Slots a run takes here: one per data-parallel worker (an invalid value is check_spec's to report)."""
+    try:
+        return max(1, int(spec.get("workers", 1) or 1))
+    except (TypeError, ValueError):
+        return 1

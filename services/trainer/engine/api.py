@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from mlx_lm.utils import load as mlx_load
 from services.common.memory import BatchChoice, choose_batch, predict_for_model
 from services.common.spec import RunSpec
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .artifacts import save_adapter
 from .blas import coretype_warning
 from .callbacks import TrainingCallback
@@ -43,6 +44,8 @@ RESUMABLE_CHANGES = {
     "val_batches",
     "report_to",
     "eval_samples",
+    # The global batch is the same whatever the number of processes it is split over.
+    "workers",
 }
 # A resume may also split each optimizer step differently (micro-batch x accumulation, product kept): what
 # the out-of-memory recovery does. effective_batch_size and memory_budget_gb only steer that choice.
@@ -111,11 +114,16 @@ def train(
     for RESUMABLE_CHANGES and a different split of the same rows per step into micro-batches).
     initial_eval=False skips the step-0 validation (the CLI's --no-baseline). Raises SpecError / DatasetError / ModelError / CheckpointError / OutOfMemory
     for bad input, TrainingDiverged when the loss becomes NaN.
+
+    spec.workers > 1: this process is one rank of a data-parallel run launched as distributed.py says; rank 0
+    writes everything under run_dir and reports through `callback`, the other ranks only train.
     """
     wall_start = time.perf_counter()
-    callback = callback or TrainingCallback()
     run_dir = Path(run_dir)
     spec.validate()
+    world = distributed.join(spec.workers)
+    lead = world is None or world.lead
+    callback = (callback or TrainingCallback()) if lead else TrainingCallback()
     found = checkpoint.latest(run_dir) if run_dir.exists() else None
     if resume and found is None:
         raise CheckpointError(f"nothing to resume in {run_dir}: no complete checkpoint")
@@ -156,7 +164,12 @@ def train(
         spec = resolve_batch(spec, choice)
         log.info("%s", choice.describe())
     predicted = predict_for_model(
-        spec, prepared.config, prepared.quantized, frozen_bytes, dtype_bytes, device
+        spec.replace(batch_size=spec.batch_size // spec.workers, workers=1),  # one rank's share
+        prepared.config,
+        prepared.quantized,
+        frozen_bytes,
+        dtype_bytes,
+        device,
     )
     if spec.memory_budget_gb and predicted.peak_bytes > spec.memory_budget_gb * 1e9:
         raise OutOfMemory(
@@ -173,18 +186,22 @@ def train(
         progress, saved_spec = checkpoint.load(found, model, optimizer)
         _check_resume_compatible(saved_spec, spec)
         _rescale_position(progress, saved_spec, spec)
-        _truncate_metrics(metrics_path, progress.step)
+        if lead:
+            _truncate_metrics(metrics_path, progress.step)
         callback.on_log(f"resuming from {found.name} (step {progress.step})")
-    elif metrics_path.exists():
+    elif metrics_path.exists() and lead:
         metrics_path.unlink()  # a previous attempt that never checkpointed: start the log over
-    write_json_atomic(run_dir / "spec.json", spec.to_dict())
+    if lead:
+        write_json_atomic(run_dir / "spec.json", spec.to_dict())
 
     backend = backend_label()
     log.info("run %s: %s on %s, backend %s", run_dir.name, spec.method, prepared.base_path, backend)
     if backend.startswith("cpu") and (slow := coretype_warning()):
         log.warning("%s", slow)
         callback.on_log(slow)
-    if spec.eval_samples:
+    if world is not None:
+        backend = f"{backend} x{world.size} ({os.environ.get(distributed.BACKEND_ENV)})"
+    if spec.eval_samples and lead:
         from .eval_generation import EvalGeneration
 
         callback = EvalGeneration(callback, model, prepared.tokenizer, splits["valid"], spec, run_dir)
@@ -201,6 +218,7 @@ def train(
             "batch_size": spec.batch_size,
             "grad_accumulation": spec.grad_accumulation,
             "batch_auto": batch_auto,
+            "workers": spec.workers,
             "batch_choice": choice.to_dict() if choice else None,
             "train_samples": len(splits["train"].samples),
             "truncated_samples": {k: s.truncated for k, s in splits.items()},
@@ -212,7 +230,8 @@ def train(
         if split.truncated:
             callback.on_log(f"{split.truncated} {name} samples longer than max_seq_length were truncated")
 
-    metrics = MetricsLog(metrics_path)
+    # The other ranks log nothing (the loop writes only on the lead); they still hold a log to close.
+    metrics = MetricsLog(metrics_path if lead else Path(os.devnull))
     try:
         loop = Loop(
             spec,
@@ -225,16 +244,17 @@ def train(
             callback,
             metrics,
             initial_eval=initial_eval,
+            world=world,
         )
         outcome = loop.run()
-        final_eval = loop.evaluate() if outcome.progress.step != 0 else None
+        final_eval = loop.evaluate() if outcome.progress.step != 0 and lead else None
     finally:
         metrics.close()
 
-    adapter_bytes = save_adapter(run_dir, model, spec, prepared)
+    adapter_bytes = save_adapter(run_dir, model, spec, prepared) if lead else 0
     test_loss = test_task = None
     test_samples = test_tokens = 0
-    if "test" in splits and outcome.status != "cancelled":
+    if "test" in splits and outcome.status != "cancelled" and lead:
         # Capped like a validation pass (val_batches), so a large test split does not outlast training.
         test_plan = BatchPlan(splits["test"], spec.batch_size, spec.max_seq_length, spec.packing, spec.seed)
         measured = loss_over(
@@ -284,9 +304,10 @@ def train(
         grad_accumulation=spec.grad_accumulation,
         batch_auto=batch_auto,
     )
-    write_json_atomic(run_dir / "result.json", result.to_dict())
-    with open(metrics_path, "a") as fh:
-        fh.write(json.dumps(result.to_dict()) + "\n")
+    if lead:
+        write_json_atomic(run_dir / "result.json", result.to_dict())
+        with open(metrics_path, "a") as fh:
+            fh.write(json.dumps(result.to_dict()) + "\n")
     callback.on_end(result)
     return result
 

@@ -28,6 +28,7 @@ from services.common.spec import RunSpec
 from . import checkpoint
 from .callbacks import TrainingCallback
 from .datasets import Batch, BatchPlan, Split
+from .distributed import CANCEL, EARLY_STOP, GO, World
 from .errors import TrainingDiverged
 from .evaluation import loss_over
 from .losses import cross_entropy
@@ -139,10 +140,22 @@ def plan_batches(plan: BatchPlan, progress: checkpoint.Progress) -> Iterator[Bat
         yield batch
 
 
-def reduce_gradients(grads):
-    """Where a data-parallel run averages the gradients across workers (mlx_lm's average_gradients); one
-    process: unchanged."""
-    return grads
+def reduce_gradients(grads, world: World | None = None):
+    """Where a data-parallel run averages the gradients across workers (mlx's average_gradients, in
+    all_reduce_size chunks); one process: unchanged."""
+    if world is None:
+        return grads
+    return nn.average_gradients(grads, group=world.group)
+
+
+def shard_batch(batch: Batch, world: World | None) -> Batch:
+    """This rank's rows of the global batch (rows rank::size, as mlx_lm shards)."""
+    if world is None:
+        return batch
+    segments = world.shard(batch.segments) if batch.segments is not None else None
+    return Batch(
+        world.shard(batch.inputs), world.shard(batch.targets), world.shard(batch.loss_mask), segments
+    )
 
 
 def evaluate_loss(
@@ -185,8 +198,13 @@ class Loop:
         initial_eval: bool = True,
         loss: Callable = cross_entropy,
         iterate_batches: Callable[[BatchPlan, checkpoint.Progress], Iterator[Batch]] = plan_batches,
+        world: World | None = None,
     ):
         self.spec = spec
+        # Data parallel: every rank steps through the same global batches; rank 0 (the lead) alone evaluates,
+        # saves, logs and reports, and its decisions (cancel, early stop) reach the others through `agree`.
+        self.world = world
+        self.lead = world is None or world.lead
         self.initial_eval = initial_eval
         self.loss = loss
         self.model = model
@@ -215,8 +233,18 @@ class Loop:
                 return optim.clip_grad_norm(grads, spec.max_grad_norm)
             return grads, optim.clip_grad_norm(grads, float("inf"))[1]
 
+        world = self.world
+
         def grad_step(*batch):
             (loss, ntoks), grads = value_and_grad(model, *batch)
+            if world is not None:
+                # Each rank's mean gradient weighted by its share of the batch's loss tokens (times size, which
+                # the average divides out): the average is then the whole batch's token-weighted gradient.
+                total = mx.distributed.all_sum(ntoks, group=world.group)
+                weight = ntoks * world.size / mx.maximum(total, 1)
+                grads = tree_map(lambda g: (g * weight).astype(g.dtype), grads)
+                loss = mx.distributed.all_sum(loss * ntoks, group=world.group) / mx.maximum(total, 1)
+                ntoks = total
             return loss, ntoks, grads
 
         def update_step(grads):
@@ -226,7 +254,7 @@ class Loop:
 
         def full_step(*batch):
             loss, ntoks, grads = grad_step(*batch)
-            return loss, ntoks, update_step(reduce_gradients(grads))
+            return loss, ntoks, update_step(reduce_gradients(grads, world))
 
         if spec.compile:
             grad_step = partial(mx.compile, inputs=state, outputs=state)(grad_step)
@@ -236,8 +264,9 @@ class Loop:
         self._state = state
 
     def _next_batch(self) -> tuple[Batch, tuple]:
+        """The global batch (what the metrics count) and this rank's share of it on the device."""
         batch = next(self._batches)
-        return batch, to_device(batch, self.spec.max_seq_length)
+        return batch, to_device(shard_batch(batch, self.world), self.spec.max_seq_length)
 
     def _train_step(self) -> tuple[float, int, int, float]:
         """One optimizer step over grad_accumulation micro-batches: (loss, loss tokens, tokens, grad norm)."""
@@ -257,7 +286,7 @@ class Loop:
             tokens += batch.tokens
             loss_tokens += batch.loss_tokens
         grads = tree_map(lambda g: g / accumulation, grads)
-        norm = self._update_step(reduce_gradients(grads))
+        norm = self._update_step(reduce_gradients(grads, self.world))
         mx.eval(self._state, norm)
         mean = sum(loss * n for loss, n in losses) / max(1, loss_tokens)
         return mean, loss_tokens, tokens, norm.item()
@@ -278,6 +307,8 @@ class Loop:
         return record
 
     def save(self) -> None:
+        if not self.lead:
+            return
         path = checkpoint.save(self.run_dir, self.model, self.optimizer, self.progress, self.spec.to_dict())
         self.callback.on_checkpoint(self.progress.step, str(path))
 
@@ -286,11 +317,18 @@ class Loop:
         self.model.train()
         status, last_loss, peak_rss, saved_at = "succeeded", float("nan"), 0, -1
         started = time.perf_counter() - p.train_seconds
-        if p.step == 0 and spec.eval_every and self.initial_eval:
+        if p.step == 0 and spec.eval_every and self.initial_eval and self.lead:
             self.evaluate()  # the starting point of the valid-loss curve
+        pending = GO  # the lead's decision, taken by every rank at the top of the next step
         while p.step < spec.iters:
-            if self.callback.should_stop():
+            if self.lead and pending == GO and self.callback.should_stop():
+                pending = CANCEL
+            decision = self.world.agree(pending) if self.world is not None else pending
+            if decision == CANCEL:
                 status = "cancelled"
+                break
+            if decision == EARLY_STOP:
+                status = "early_stopped"
                 break
             tic = time.perf_counter()
             loss, loss_tokens, tokens, norm = self._train_step()
@@ -321,6 +359,8 @@ class Loop:
                 rss_bytes=rss,
                 grad_norm=norm,
             )
+            if not self.lead:
+                continue
             self.metrics.write(record)
             self.callback.on_step(record)
             if spec.eval_every and p.step % spec.eval_every == 0 and p.step < spec.iters:
@@ -329,12 +369,12 @@ class Loop:
                     spec.early_stopping_patience
                     and p.evals_without_improvement >= spec.early_stopping_patience
                 ):
-                    status = "early_stopped"
                     self.callback.on_log(
                         f"early stop at step {p.step}: valid loss did not improve for "
                         f"{p.evals_without_improvement} evals (best {p.best_valid_loss:.4f})"
                     )
-                    break
+                    pending = EARLY_STOP
+                    continue
             if spec.save_every and p.step % spec.save_every == 0 and p.step < spec.iters:
                 self.save()
                 saved_at = p.step
