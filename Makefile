@@ -91,9 +91,10 @@ bench-engine: setup torch-extra
 	LD_PRELOAD=$$($(PY) -m services.trainer.engine.blas) env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
 		$(PY) -m bench.engine $(BENCH_ENGINE_ARGS)
 
-# The gateway's placement latency with 2 and 8 registered trainers; results in bench/results/scaling.{json,md}.
+# Data-parallel tokens/s with 1 and 2 workers (ring, CPU) and the gateway's placement latency with 2 and 8
+# registered trainers; results in bench/results/scaling.{json,md}.
 .PHONY: bench-scaling
-bench-scaling: venv
+bench-scaling: setup
 	$(PY) -m bench.scaling
 
 # GetRun/ListRuns at 50/200/500 clients with 100 and 500 open WatchRun streams, and Suggest(200 trials) from 8

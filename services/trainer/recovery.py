@@ -93,10 +93,11 @@ class Decision:
     memory: bool
 
 
-def smaller_micro_batch(batch_size: int, grad_accumulation: int) -> tuple[int, int] | None:
-    """Half the micro-batch (the largest divisor at most half of it), accumulation scaled to keep the product."""
+def smaller_micro_batch(batch_size: int, grad_accumulation: int, workers: int = 1) -> tuple[int, int] | None:
+    """Half the micro-batch (the largest divisor at most half of it, a multiple of the data-parallel workers so
+    it still splits over them), accumulation scaled to keep the product."""
     for candidate in range(batch_size // 2, 0, -1):
-        if batch_size % candidate == 0:
+        if batch_size % candidate == 0 and candidate % workers == 0:
             return candidate, grad_accumulation * (batch_size // candidate)
     return None
 
@@ -109,14 +110,23 @@ def decide(
     max_memory_retries: int,
     max_crash_retries: int,
     backoff_seconds: float,
+    workers: int = 1,
 ) -> Decision:
     sig = death.signal
     repeated_kill = sig == signal.SIGKILL and attempts.last_signal == signal.SIGKILL
     memory = death.memory or (repeated_kill and death.error is None)
     if memory:
-        smaller = smaller_micro_batch(batch_size, grad_accumulation)
+        smaller = smaller_micro_batch(batch_size, grad_accumulation, workers)
         if smaller is None:
-            return _fail(death, attempts, batch_size, grad_accumulation, "even micro-batch 1 does not fit")
+            return _fail(
+                death,
+                attempts,
+                batch_size,
+                grad_accumulation,
+                f"even micro-batch {workers} does not fit"
+                if workers > 1
+                else "even micro-batch 1 does not fit",
+            )
         if attempts.memory >= max_memory_retries:
             return _fail(
                 death, attempts, batch_size, grad_accumulation, f"out of memory {attempts.memory + 1} times"

@@ -447,6 +447,7 @@ class Trainer:
             self.config.memory_retries,
             self.config.crash_retries,
             self.config.recovery_backoff,
+            job.child.workers,
         )
 
     def _resume_later(self, job: RunJob, decision: Decision) -> bool:
