@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from peftlab.v1 import gateway_pb2, gateway_pb2_grpc, optimizer_pb2_grpc, trainer_pb2
 from peftlab.v1 import optimizer_pb2 as opb
 
-from services.common.codec import spec_from_dict
+from services.common.codec import spec_to_proto
 from services.common.paths import data_dir, models_dir
 from services.common.redis_server import free_port, start_redis
 
@@ -237,7 +237,7 @@ def main() -> None:
         address = f"127.0.0.1:{gateway_port}"
         with grpc.insecure_channel(address) as channel:
             stub = gateway_pb2_grpc.GatewayStub(channel)
-            spec = spec_from_dict({"model": "tiny-llama", "data": "default", "iters": 2})
+            spec = spec_to_proto({"model": "tiny-llama", "data": "default", "iters": 2})
             run_ids = [
                 stub.SubmitRun(gateway_pb2.SubmitRunRequest(spec=spec, name=f"load {i}"), timeout=30).run.id
                 for i in range(50)

@@ -158,12 +158,12 @@ def ui_finished_run(ui_stack):
     from peftlab.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2
     from service_helpers import wait_for
 
-    from services.common.codec import spec_from_dict
+    from services.common.codec import spec_to_proto
 
     stub = gateway_pb2_grpc.GatewayStub(ui_stack.gateway.channel)
     spec = {"model": "tiny-llama", "data": "chat", "iters": 8, "warmup_steps": 0, "eval_every": 4, "rank": 8}
     spec |= {"batch_size": 2, "max_seq_length": 64, "test_samples": 1, "max_new_tokens": 8, "val_batches": 2}
-    request = gateway_pb2.SubmitRunRequest(spec=spec_from_dict(spec), name="ui fixture run")
+    request = gateway_pb2.SubmitRunRequest(spec=spec_to_proto(spec), name="ui fixture run")
     run_id = stub.SubmitRun(request, timeout=30).run.id
     terminal = {
         common_pb2.RUN_STATUS_SUCCEEDED,

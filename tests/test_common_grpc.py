@@ -132,13 +132,30 @@ def test_protos_mirror_the_engine_dataclasses():
 
 def test_spec_round_trip_keeps_unset_fields_unset():
     values = {"model": "tiny-llama", "rank": 4, "packing": False, "target_modules": ["self_attn.q_proj"]}
-    message = codec.spec_from_dict(values)
-    assert codec.spec_to_dict(message) == values
+    message = codec.spec_to_proto(values)
+    assert codec.spec_fields(message) == values
     assert not message.HasField("alpha")
     # The engine accepts what the proto carries (defaults fill the rest).
     from services.common.spec import RunSpec
 
-    assert RunSpec.from_dict(codec.spec_to_dict(message)).rank == 4
+    assert RunSpec.from_dict(codec.spec_fields(message)).rank == 4
+
+
+def test_a_spec_crosses_as_its_given_fields():
+    import pickle
+
+    from services.common.errors import InvalidArgument
+
+    spec = codec.spec_from_proto(codec.spec_to_proto({"method": "lora", "iters": 100}))
+    assert (spec.learning_rate, spec.warmup_steps) == (2e-3, 10)  # defaults filled, typed
+    assert codec.spec_fields(codec.spec_to_proto(spec)) == {"method": "lora", "iters": 100}
+    assert pickle.loads(pickle.dumps(spec)).given() == {"method": "lora", "iters": 100}  # to a run's process
+    # An override of the method takes that method's default rate, not the base's.
+    assert spec.overlay({"method": "full"}).learning_rate == 1e-4
+    assert spec.replace(method="full").learning_rate == 2e-3  # replace keeps every field as it is
+    with pytest.raises(InvalidArgument) as error:
+        codec.spec_from_proto(codec.spec_to_proto({"rank": 0}), "base")
+    assert error.value.field == "base.rank"
 
 
 def test_every_proto_field_is_documented():

@@ -29,7 +29,7 @@ from peftlab.v1 import comparator_pb2 as pb
 from peftlab.v1 import comparator_pb2_grpc, gateway_pb2_grpc, optimizer_pb2
 from service_helpers import Running, free_port, start_comparator, start_gateway, start_trainer, wait_for
 
-from services.common.codec import spec_from_dict
+from services.common.codec import spec_to_proto
 from services.common.config import load_config
 from services.common.identity import Principal
 from services.common.interceptors import outgoing_metadata
@@ -136,12 +136,12 @@ def _wait_ended(stub, experiment_id: str, timeout: float = 240.0) -> pb.Experime
 def test_comparison_report_matches_the_runs_own_metrics(system, store):
     stub = system.stub()
     arms = [
-        pb.ComparisonArm(name=m, overrides=spec_from_dict({"method": m})) for m in ("lora", "qlora", "full")
+        pb.ComparisonArm(name=m, overrides=spec_to_proto({"method": m})) for m in ("lora", "qlora", "full")
     ]
     # Passes every check, then fails on the trainer: its predicted peak exceeds a 1 kB budget.
-    arms.append(pb.ComparisonArm(name="no-memory", overrides=spec_from_dict({"memory_budget_gb": 1e-6})))
+    arms.append(pb.ComparisonArm(name="no-memory", overrides=spec_to_proto({"memory_budget_gb": 1e-6})))
     request = pb.StartComparisonRequest(
-        name="methods", base=spec_from_dict({**BASE, "data": system.data}), arms=arms, seeds=[1, 2]
+        name="methods", base=spec_to_proto({**BASE, "data": system.data}), arms=arms, seeds=[1, 2]
     )
     experiment = stub.StartComparison(request, timeout=30).experiment
     assert experiment.kind == pb.EXPERIMENT_KIND_COMPARISON and experiment.total_runs == 8
@@ -229,7 +229,7 @@ def test_comparison_report_matches_the_runs_own_metrics(system, store):
 
 def test_bad_requests_name_the_field(system):
     stub = comparator_pb2_grpc.ComparatorStub(system.comparator.channel)  # the comparator's own checks
-    base = spec_from_dict({**BASE, "data": system.data})
+    base = spec_to_proto({**BASE, "data": system.data})
 
     # As the gateway calls it: the service token (when set) and the user it acts for.
     AS_GATEWAY = outgoing_metadata(Principal("tester").metadata())  # noqa: N806
@@ -239,7 +239,7 @@ def test_bad_requests_name_the_field(system):
             call()
         return caught.value.code(), dict(caught.value.trailing_metadata()).get("peftlab-field", "")
 
-    arm = pb.ComparisonArm(name="a", overrides=spec_from_dict({"method": "lora"}))
+    arm = pb.ComparisonArm(name="a", overrides=spec_to_proto({"method": "lora"}))
     assert field(
         lambda: stub.StartComparison(
             pb.StartComparisonRequest(base=base, arms=[arm, arm]), timeout=5, metadata=AS_GATEWAY
@@ -312,7 +312,7 @@ def test_study_of_six_trials_two_at_a_time(system, store):
     stub = system.stub()
     request = pb.StartStudyRequest(
         name="lr-and-method",
-        base=spec_from_dict({**BASE, "data": system.data, "test_samples": 0}),
+        base=spec_to_proto({**BASE, "data": system.data, "test_samples": 0}),
         space=_space(METHOD, LR),
         n_trials=6,
         parallelism=2,
@@ -390,7 +390,7 @@ def test_study_resumes_after_the_comparator_is_killed(redis_url, redis_prefix, c
     try:
         stub = system.stub()
         request = pb.StartStudyRequest(
-            base=spec_from_dict({**BASE, "data": system.data, "test_samples": 0}),
+            base=spec_to_proto({**BASE, "data": system.data, "test_samples": 0}),
             space=_space(LR),
             n_trials=3,
             parallelism=1,
@@ -449,7 +449,7 @@ def test_study_whose_trials_all_fail_ends_failed_with_the_reason(system):
         name="memory_budget_gb", float_range=optimizer_pb2.FloatRange(low=1e-7, high=1e-5, log=True)
     )
     request = pb.StartStudyRequest(
-        base=spec_from_dict({**BASE, "data": system.data}), space=_space(budget), n_trials=3, parallelism=2
+        base=spec_to_proto({**BASE, "data": system.data}), space=_space(budget), n_trials=3, parallelism=2
     )
     experiment = stub.StartStudy(request, timeout=30).experiment
     ended = _wait_ended(stub, experiment.id, timeout=120)
@@ -472,12 +472,12 @@ def test_comparison_puts_mlx_and_pytorch_side_by_side(redis_url, redis_prefix, c
     system = System(redis_url, redis_prefix, chat_data, tmp_path, trainers=1)
     try:
         stub = system.stub()
-        lora = spec_from_dict({"method": "lora"})
+        lora = spec_to_proto({"method": "lora"})
         arms = [
             pb.ComparisonArm(name="mlx", overrides=lora),
             pb.ComparisonArm(name="torch", overrides=lora, backend="torch"),
         ]
-        base = spec_from_dict({**BASE, "data": system.data})
+        base = spec_to_proto({**BASE, "data": system.data})
         experiment = stub.StartComparison(
             pb.StartComparisonRequest(base=base, arms=arms), timeout=30
         ).experiment

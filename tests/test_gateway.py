@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2
 from peftlab.v1 import common_pb2, comparator_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2
 from service_helpers import health_status, reflected_services, start_gateway, start_trainer
 
-from services.common.codec import spec_from_dict
+from services.common.codec import spec_to_proto
 from services.common.config import load_config
 from services.common.interceptors import FIELD_KEY
 from services.common.records import RunRecord, TrainerRecord
@@ -53,7 +53,7 @@ def _field(error: grpc.RpcError) -> str:
 
 
 def _submit(stub, chat_data, **fields) -> gateway_pb2.SubmitRunRequest:
-    spec = spec_from_dict(
+    spec = spec_to_proto(
         {"model": "tiny-llama", "data": chat_data.name, "iters": 2, "warmup_steps": 0, **fields}
     )
     return gateway_pb2.SubmitRunRequest(spec=spec)
@@ -290,12 +290,12 @@ def test_experiments_are_checked_then_forwarded(redis_url, redis_prefix, roots, 
     )
     try:
         stub = gateway_pb2_grpc.GatewayStub(running.channel)
-        base = spec_from_dict({"model": "tiny-llama", "data": chat_data.name})
-        arms = [comparator_pb2.ComparisonArm(name="lora", overrides=spec_from_dict({"method": "lora"}))]
+        base = spec_to_proto({"model": "tiny-llama", "data": chat_data.name})
+        arms = [comparator_pb2.ComparisonArm(name="lora", overrides=spec_to_proto({"method": "lora"}))]
         request = comparator_pb2.StartComparisonRequest(base=base, arms=arms)
         experiment = stub.StartComparison(request, timeout=5).experiment
         assert experiment.id.startswith("x-") and experiment.total_runs == 1
-        bad_arm = comparator_pb2.ComparisonArm(name="bad", overrides=spec_from_dict({"rank": 0}))
+        bad_arm = comparator_pb2.ComparisonArm(name="bad", overrides=spec_to_proto({"rank": 0}))
         bad = _error(
             lambda: stub.StartComparison(
                 comparator_pb2.StartComparisonRequest(base=base, arms=[bad_arm]), timeout=5

@@ -25,7 +25,7 @@ from service_helpers import start_gateway, wait_for
 from streamlit.testing.v1 import AppTest
 
 from services.cli.main import main as cli
-from services.common.codec import spec_from_dict
+from services.common.codec import spec_to_proto
 from services.common.runs_root import ID_FILE
 
 SPEC = {
@@ -85,7 +85,7 @@ def test_per_machine_roots_at_one_path_wait_for_their_trainer(
     try:
         wait_for(lambda: store.trainer_alive("tr-a"), 120, 0.2, "tr-a to join")
         stub = gateway_pb2_grpc.GatewayStub(gateway.channel)
-        spec = spec_from_dict({**SPEC, "data": chat_data.name})
+        spec = spec_to_proto({**SPEC, "data": chat_data.name})
         run = stub.SubmitRun(gateway_pb2.SubmitRunRequest(spec=spec), timeout=30).run
         assert run.trainer_id == "tr-a"  # the joined trainer takes runs from the gateway
         wait_for(lambda: store.get_run(run.id).progress.get("step", 0) >= 4, 120, 0.2, "a few steps")

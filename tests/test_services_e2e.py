@@ -17,7 +17,7 @@ import pytest
 from peftlab.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2
 from service_helpers import start_gateway, start_trainer, wait_for
 
-from services.common.codec import spec_from_dict
+from services.common.codec import spec_to_proto
 from services.common.redis_server import start_redis
 from services.common.redis_store import RunStore
 
@@ -32,7 +32,7 @@ SPEC = {
 
 
 def _submit(stub, chat_data, **fields) -> common_pb2.Run:
-    spec = spec_from_dict({**SPEC, "data": chat_data.name, **fields})
+    spec = spec_to_proto({**SPEC, "data": chat_data.name, **fields})
     return stub.SubmitRun(gateway_pb2.SubmitRunRequest(spec=spec, name="e2e"), timeout=30).run
 
 

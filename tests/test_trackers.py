@@ -15,7 +15,7 @@ from peftlab.v1 import comparator_pb2 as pb
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_comparator import BASE, System
 
-from services.common.codec import spec_from_dict
+from services.common.codec import spec_to_proto
 from services.trainer.trackers import RunContext, TrackerError, open_trackers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,8 +44,8 @@ def test_comparison_runs_reach_tensorboard_and_nested_mlflow_runs(
     try:
         stub = system.stub()
         base = {**BASE, "data": system.data, "report_to": ["tensorboard", "mlflow"], "test_samples": 0}
-        arms = [pb.ComparisonArm(name=m, overrides=spec_from_dict({"method": m})) for m in ("lora", "dora")]
-        request = pb.StartComparisonRequest(name="trk", base=spec_from_dict(base), arms=arms, seeds=[1])
+        arms = [pb.ComparisonArm(name=m, overrides=spec_to_proto({"method": m})) for m in ("lora", "dora")]
+        request = pb.StartComparisonRequest(name="trk", base=spec_to_proto(base), arms=arms, seeds=[1])
         experiment = stub.StartComparison(request, timeout=30).experiment
         ended = [
             r.event for r in stub.WatchExperiment(pb.WatchExperimentRequest(experiment_id=experiment.id))

@@ -10,13 +10,13 @@ import signal
 from peftlab.v1 import gateway_pb2, gateway_pb2_grpc
 from service_helpers import start_gateway, start_trainer, wait_for
 
-from services.common.codec import spec_from_dict
+from services.common.codec import spec_to_proto
 
 FAST = {"eval_every": 0, "test_samples": 0, "val_batches": 1, "warmup_steps": 0, "max_seq_length": 128}
 
 
 def _submit(stub, chat_data, **fields):
-    spec = spec_from_dict({"model": "tiny-llama", "data": chat_data.name, **FAST, **fields})
+    spec = spec_to_proto({"model": "tiny-llama", "data": chat_data.name, **FAST, **fields})
     return stub.SubmitRun(gateway_pb2.SubmitRunRequest(spec=spec), timeout=10).run
 
 

@@ -12,13 +12,14 @@ import sys
 
 from service_helpers import start_trainer, wait_for
 
+from services.common.spec import RunSpec
 from services.trainer.recovery import Attempts, Death, decide, smaller_micro_batch
 
 FAST = {"eval_every": 0, "test_samples": 0, "val_batches": 1, "warmup_steps": 0, "max_seq_length": 256}
 
 
 def _start(trainer, chat_data, **fields):
-    spec = {"model": "tiny-llama", "data": chat_data.name, **FAST, **fields}
+    spec = RunSpec.from_dict({"model": "tiny-llama", "data": chat_data.name, **FAST, **fields})
     return trainer.core.start_run(spec, name="recovery")
 
 

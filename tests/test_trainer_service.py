@@ -38,9 +38,9 @@ def stub(trainer):
 
 def _spec(chat_data, **fields) -> common_pb2.RunSpec:
     values = {"model": "tiny-llama", "data": chat_data.name, **FAST, **fields}
-    from services.common.codec import spec_from_dict
+    from services.common.codec import spec_to_proto
 
-    return spec_from_dict(values)
+    return spec_to_proto(values)
 
 
 def _error(call) -> grpc.RpcError:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from peftlab.v1 import common_pb2, comparator_pb2, optimizer_pb2
 from scipy import stats
 
-from services.common.codec import spec_to_dict
+from services.common.codec import spec_fields
 from services.common.experiment_rules import MAX_SEEDS
 from ui import formatting
 
@@ -343,7 +343,7 @@ def best_trial(experiment: comparator_pb2.Experiment) -> optimizer_pb2.Trial | N
 
 def trial_spec(experiment: comparator_pb2.Experiment, trial: optimizer_pb2.Trial) -> dict:
     """The study's base spec with the trial's parameters applied: what "train it" submits."""
-    spec = spec_to_dict(experiment.study.base)
+    spec = spec_fields(experiment.study.base)
     for key, value in trial.params.items():
         if key in RUN_SPEC_FIELDS:
             spec[key] = param_value(value)

@@ -1,7 +1,8 @@
 """Encoding between the Redis records (plain dicts and dataclasses) and the peftlab.v1 protobuf messages.
 
 Metric and hardware messages mirror the engine's dataclasses field by field, so they are filled by name:
-a field the engine adds shows up in the proto once the proto gets it, with no code change here.
+a field the engine adds shows up in the proto once the proto gets it, with no code change here. A RunSpec
+crosses as its given fields (`spec_to_proto` / `spec_from_proto`): the one proto<->RunSpec codec.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from google.protobuf.message import Message
 from peftlab.v1 import common_pb2
 
 from services.common.records import RunEvent, RunRecord, TrainerRecord
+from services.common.spec import RunSpec
 from services.common.status_names import run_status_value
+from services.common.validation import parse_spec
 
 # ---- generic fill by field name ------------------------------------------------------------------------
 
@@ -80,21 +83,28 @@ def _json_safe(value: Any) -> Any:
 # ---- specs ---------------------------------------------------------------------------------------------
 
 
-def spec_to_dict(spec: common_pb2.RunSpec) -> dict[str, Any]:
-    """The fields a RunSpec message sets (unset optional fields mean "default" and are left out)."""
+def spec_fields(message: common_pb2.RunSpec) -> dict[str, Any]:
+    """The fields a RunSpec message sets (unset optional fields mean "default" and are left out): an arm's
+    or a trial's overrides, which are not a spec on their own."""
     out: dict[str, Any] = {}
-    for fd in spec.DESCRIPTOR.fields:
+    for fd in message.DESCRIPTOR.fields:
         if fd.is_repeated:
-            values = list(getattr(spec, fd.name))
+            values = list(getattr(message, fd.name))
             if values:
                 out[fd.name] = values
-        elif spec.HasField(fd.name):
-            out[fd.name] = getattr(spec, fd.name)
+        elif message.HasField(fd.name):
+            out[fd.name] = getattr(message, fd.name)
     return out
 
 
-def spec_from_dict(values: Mapping[str, Any]) -> common_pb2.RunSpec:
-    return fill(common_pb2.RunSpec(), values)
+def spec_from_proto(message: common_pb2.RunSpec, field: str = "spec") -> RunSpec:
+    """The RunSpec a message carries, checked by its rules; an error names the field under `field`."""
+    return parse_spec(spec_fields(message), field)
+
+
+def spec_to_proto(spec: RunSpec | Mapping[str, Any]) -> common_pb2.RunSpec:
+    """A RunSpec's given fields (or such fields as a record or an override keeps them) as a message."""
+    return fill(common_pb2.RunSpec(), spec.given() if isinstance(spec, RunSpec) else spec)
 
 
 # ---- runs and events -----------------------------------------------------------------------------------
@@ -115,7 +125,7 @@ def run_to_proto(record: RunRecord) -> common_pb2.Run:
         experiment_id=record.experiment_id,
         attempt=record.attempt,
     )
-    run.spec.CopyFrom(spec_from_dict(record.spec))
+    run.spec.CopyFrom(spec_to_proto(record.spec))
     for name in ("created_at", "updated_at", "started_at", "finished_at"):
         _timestamp(run, name, getattr(record, name))
     if record.error:

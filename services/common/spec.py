@@ -11,9 +11,10 @@ import dataclasses
 import difflib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -164,6 +165,9 @@ class RunSpec:
         ),
     )
 
+    # The fields the submitter set (from_dict's keys); None = every field (a spec built directly).
+    _given: ClassVar[tuple[str, ...] | None] = None
+
     # ---- construction -------------------------------------------------------------------------------
 
     @classmethod
@@ -179,6 +183,7 @@ class RunSpec:
                 close = difflib.get_close_matches(key, known, n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 raise SpecError(key, f"unknown field{hint}")
+        given = list(values)
         values = dict(values)
         if "warmup_steps" not in values:
             values["warmup_steps"] = _coerce(cls, "iters", values.get("iters", cls.iters)) // 10
@@ -188,6 +193,7 @@ class RunSpec:
             )
         spec = cls(**{k: _coerce(cls, k, v) for k, v in values.items()})
         spec.validate()
+        spec._given = tuple(given)
         return spec
 
     @classmethod
@@ -207,7 +213,20 @@ class RunSpec:
         return cls.from_dict(values)
 
     def replace(self, **changes: Any) -> RunSpec:
+        """Every field as it is now, with `changes`."""
         return RunSpec.from_dict({**self.to_dict(), **changes})
+
+    def overlay(self, overrides: Mapping[str, Any]) -> RunSpec:
+        """The fields this spec was given, then `overrides`; fields neither sets take their defaults afresh
+        (an arm that overrides the method gets that method's default learning rate)."""
+        return RunSpec.from_dict({**self.given(), **overrides})
+
+    def given(self) -> dict[str, Any]:
+        """The fields the submitter set (the rest default): what a run's record keeps and a message carries."""
+        if self._given is None:
+            return self.to_dict()
+        values = {name: getattr(self, name) for name in self._given}
+        return {k: list(v) if isinstance(v, list) else v for k, v in values.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -2,7 +2,9 @@
 Redis before they pass). Every error names the field and the rule it broke.
 
 File paths are confined to configured roots: a relative path is taken inside its root, an absolute one
-must lie inside it, and anything that normalizes to a path outside (`../../etc/passwd`) is INVALID_ARGUMENT. The spec itself is checked by the engine's own `RunSpec.from_dict`.
+must lie inside it, and anything that normalizes to a path outside (`../../etc/passwd`) is INVALID_ARGUMENT.
+A spec's own rules are RunSpec's (`parse_spec`, where a message or record becomes a RunSpec); `check_spec`
+confines its paths to this machine's roots.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.common.errors import InvalidArgument, NotFound, clip
+from services.common.errors import InvalidArgument, NotFound, SpecError, clip
+from services.common.spec import RunSpec
 
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 # \Z, not $: "$" also matches before a trailing newline ("run\n" would pass).
@@ -167,30 +170,25 @@ def dataset_dir(value: str, roots: Roots, field: str = "spec.data", must_exist: 
     return path
 
 
-@dataclass(frozen=True)
-class CheckedSpec:
-    """A spec that passed every check: what to record (`submitted`, as the user wrote it) and what to run
-    (`resolved`, with model and data as absolute paths on this machine)."""
-
-    submitted: dict[str, Any]
-    resolved: dict[str, Any]
-    iters: int
-
-
-def check_spec(submitted: Mapping[str, Any], roots: Roots, field: str = "spec") -> CheckedSpec:
-    """Confine and resolve the spec's paths, then validate it with the engine's RunSpec rules."""
-    from services.common.errors import SpecError
-    from services.common.spec import RunSpec
-
-    submitted = dict(submitted)
-    resolved = dict(submitted)
-    resolved["model"] = str(model_dir(submitted.get("model", ""), roots, f"{field}.model", must_exist=False))
-    resolved["data"] = str(dataset_dir(submitted.get("data", ""), roots, f"{field}.data", must_exist=False))
+def parse_spec(values: Mapping[str, Any], field: str = "spec") -> RunSpec:
+    """A RunSpec from the fields a message or a record sets; an error names the field under `field`."""
     try:
-        spec = RunSpec.from_dict(resolved)
+        return RunSpec.from_dict(dict(values))
     except SpecError as exc:
         raise InvalidArgument(exc.problem, f"{field}.{exc.field}") from None
-    # Existence last: a spec with a bad rank and a missing model reports the rule first.
-    model_dir(submitted.get("model", ""), roots, f"{field}.model")
-    dataset_dir(submitted.get("data", ""), roots, f"{field}.data")
-    return CheckedSpec(submitted=submitted, resolved=spec.to_dict(), iters=spec.iters)
+
+
+def overlay_spec(base: RunSpec, overrides: Mapping[str, Any], field: str = "spec") -> RunSpec:
+    """`base` with `overrides` (an arm's, a trial's), checked; an error names the field under `field`."""
+    return parse_spec({**base.given(), **overrides}, field)
+
+
+def check_spec(spec: RunSpec, roots: Roots, field: str = "spec", must_exist: bool = True) -> RunSpec:
+    """Confine the spec's model and data to this machine's roots; the spec to run, with them as absolute
+    paths here (the spec as submitted is what a record keeps: roots differ between machines)."""
+    model = model_dir(spec.model, roots, f"{field}.model", must_exist=False)
+    data = dataset_dir(spec.data, roots, f"{field}.data", must_exist=False)
+    if must_exist:
+        model_dir(spec.model, roots, f"{field}.model")
+        dataset_dir(spec.data, roots, f"{field}.data")
+    return spec.overlay({"model": str(model), "data": str(data)})

@@ -16,6 +16,7 @@ from services.common.identity import Principal
 from services.common.interceptors import outgoing_metadata
 from services.common.messages import params_from_proto
 from services.common.metadata import FIELD_KEY
+from services.common.spec import RunSpec
 
 from . import codec
 from .requests import Objective
@@ -47,7 +48,7 @@ class GatewayRuns:
 
     def submit(
         self,
-        spec: dict[str, Any],
+        spec: RunSpec,
         name: str,
         placement: dict[str, Any],
         labels: dict[str, str],
@@ -55,7 +56,7 @@ class GatewayRuns:
         principal: Principal,
     ) -> str:
         request = gateway_pb2.SubmitRunRequest(
-            spec=common_codec.spec_from_dict(spec),
+            spec=common_codec.spec_to_proto(spec),
             name=name[:200],
             labels=labels,
             experiment_id=experiment_id,

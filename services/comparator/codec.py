@@ -10,7 +10,7 @@ from peftlab.v1 import comparator_pb2 as pb
 from peftlab.v1 import optimizer_pb2
 
 from services.common import messages
-from services.common.codec import fill, spec_from_dict, spec_to_dict
+from services.common.codec import fill, spec_fields, spec_from_proto, spec_to_proto
 from services.common.errors import InvalidArgument
 from services.common.messages import placement_from_proto
 from services.common.status_names import experiment_status_value
@@ -62,8 +62,8 @@ def trial_to_proto(trial: TrialRecord) -> optimizer_pb2.Trial:
 def comparison_request_from_proto(message: pb.StartComparisonRequest) -> ComparisonRequest:
     return ComparisonRequest(
         name=message.name,
-        base=spec_to_dict(message.base),
-        arms=[Arm(a.name, spec_to_dict(a.overrides), a.backend or "mlx") for a in message.arms],
+        base=spec_from_proto(message.base, "base"),
+        arms=[Arm(a.name, spec_fields(a.overrides), a.backend or "mlx") for a in message.arms],
         seeds=[int(s) for s in message.seeds],
         placement=placement_from_proto(message.placement),
         time_budget_seconds=message.time_budget_seconds,
@@ -76,7 +76,7 @@ def study_request_from_proto(message: pb.StartStudyRequest) -> StudyRequest:
             raise InvalidArgument(f"unknown direction {objective.direction}", f"objectives[{i}].direction")
     return StudyRequest(
         name=message.name,
-        base=spec_to_dict(message.base),
+        base=spec_from_proto(message.base, "base"),
         space=space_to_dict(message.space),
         n_trials=message.n_trials,
         parallelism=message.parallelism,
@@ -97,12 +97,12 @@ def comparison_request_to_proto(request: dict[str, Any]) -> pb.StartComparisonRe
     req = ComparisonRequest.from_dict(request)
     out = pb.StartComparisonRequest(
         name=req.name,
-        base=spec_from_dict(req.base),
+        base=spec_to_proto(req.base),
         seeds=req.seeds,
         time_budget_seconds=req.time_budget_seconds,
     )
     for arm in req.arms:
-        out.arms.add(name=arm.name, overrides=spec_from_dict(arm.overrides), backend=arm.backend)
+        out.arms.add(name=arm.name, overrides=spec_to_proto(arm.overrides), backend=arm.backend)
     fill(out.placement, req.placement)
     return out
 
@@ -111,7 +111,7 @@ def study_request_to_proto(request: dict[str, Any]) -> pb.StartStudyRequest:
     req = StudyRequest.from_dict(request)
     out = pb.StartStudyRequest(
         name=req.name,
-        base=spec_from_dict(req.base),
+        base=spec_to_proto(req.base),
         space=space_from_dict(req.space),
         n_trials=req.n_trials,
         parallelism=req.parallelism,

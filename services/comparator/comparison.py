@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from services.common.errors import ServiceError, Unavailable
+from services.common.spec import RunSpec
 from services.common.status_machine import TERMINAL as RUN_TERMINAL
 
 from .driving import Driver, DriverContext
@@ -24,8 +25,8 @@ class ComparisonDriver(Driver):
         self.request = ComparisonRequest.from_dict(record.request)
         self.arms = {arm.name: arm for arm in self.request.arms}
 
-    def spec_of(self, cell: Cell) -> dict[str, Any]:
-        return {**self.request.base, **self.arms[cell.arm].overrides, "seed": cell.seed}
+    def spec_of(self, cell: Cell) -> RunSpec:
+        return self.request.spec_of(self.arms[cell.arm], cell.seed)
 
     def tick(self) -> bool:
         if self.stopped():

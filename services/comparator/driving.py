@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from services.common.identity import Principal
 from services.common.records import now_ms
 from services.common.redis_store import RunStore
+from services.common.spec import RunSpec
 
 from .backends.local import LocalRunner
 from .requests import Objective
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 class RunSubmitter(Protocol):
     def submit(
         self,
-        spec: dict[str, Any],
+        spec: RunSpec,
         name: str,
         placement: dict[str, Any],
         labels: dict[str, str],
@@ -94,9 +95,7 @@ class Driver:
         log.info("experiment ended", extra={"experiment_id": self.id, "status": status})
         self.c.write_report_quietly(self.id)
 
-    def submit(
-        self, spec: dict[str, Any], name: str, placement: dict[str, Any], labels: dict[str, str]
-    ) -> str:
+    def submit(self, spec: RunSpec, name: str, placement: dict[str, Any], labels: dict[str, str]) -> str:
         return self.c.submitter.submit(spec, name, placement, labels, self.id, self.principal)
 
     def adopt(self, labels: dict[str, str]) -> str:

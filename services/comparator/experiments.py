@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from services.common.errors import FailedPrecondition, NotFound, ServiceError
 from services.common.identity import Principal
@@ -170,7 +170,7 @@ class Comparator:
             id=new_id("x"),
             kind="comparison",
             name=request.name,
-            request=asdict(request),
+            request=request.to_dict(),
             total_runs=len(request.arms) * len(request.seeds),
             caller=principal.caller,
             grant=principal.grant,
@@ -193,7 +193,7 @@ class Comparator:
             id=new_id("x"),
             kind="study",
             name=request.name,
-            request=asdict(request),
+            request=request.to_dict(),
             total_runs=request.n_trials,
             caller=principal.caller,
             grant=principal.grant,

@@ -53,7 +53,7 @@ class Reporter:
             request = ComparisonRequest.from_dict(record.request)
             experiment["seeds"] = request.seeds
             experiment["setup"] = self._setup(
-                request.base, record, seeds=request.seeds, budget=request.time_budget_seconds
+                request.base.given(), record, seeds=request.seeds, budget=request.time_budget_seconds
             )
             runs = self._comparison_runs(experiment_id, view.cells)
             if any(a.backend == "torch" for a in request.arms):
@@ -68,7 +68,9 @@ class Reporter:
             report = comparison_report(experiment, [asdict(a) for a in request.arms], runs, notes)
         else:
             request = StudyRequest.from_dict(record.request)
-            experiment["setup"] = self._setup(request.base, record, budget=request.time_budget_seconds)
+            experiment["setup"] = self._setup(
+                request.base.given(), record, budget=request.time_budget_seconds
+            )
             experiment["setup"].update(
                 {
                     "trials": f"{len(view.trials)} of {request.n_trials}, {request.parallelism} at a time",

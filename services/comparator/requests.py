@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import InvalidArgument
 from services.common.experiment_rules import MAX_SEED, check_arm_names, check_seeds
 from services.common.spec import RunSpec
-from services.common.validation import Roots, check_name, check_range, check_spec
+from services.common.validation import (
+    Roots,
+    check_name,
+    check_range,
+    check_spec,
+    overlay_spec,
+    parse_spec,
+)
 
 from .pruning import RULES, PruningRule
 from .report import OBJECTIVES
@@ -28,7 +35,7 @@ class Arm:
 @dataclass
 class ComparisonRequest:
     name: str = ""
-    base: dict[str, Any] = field(default_factory=dict)
+    base: RunSpec = field(default_factory=RunSpec)
     arms: list[Arm] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     placement: dict[str, Any] = field(default_factory=dict)
@@ -36,7 +43,23 @@ class ComparisonRequest:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ComparisonRequest:
-        return cls(**{**values, "arms": [Arm(**a) for a in values.get("arms", [])]})
+        """From its record (to_dict)."""
+        return cls(
+            **{
+                **values,
+                "base": parse_spec(values.get("base", {}), "base"),
+                "arms": [Arm(**a) for a in values.get("arms", [])],
+            }
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the experiment's record keeps: the base as its given fields, so an arm's override of the
+        method still gets that method's defaults."""
+        return {**asdict(self), "base": self.base.given()}
+
+    def spec_of(self, arm: Arm, seed: int) -> RunSpec:
+        """The spec of one cell: the base, the arm's overrides, the seed."""
+        return overlay_spec(self.base, {**arm.overrides, "seed": seed})
 
 
 @dataclass
@@ -48,7 +71,7 @@ class Objective:
 @dataclass
 class StudyRequest:
     name: str = ""
-    base: dict[str, Any] = field(default_factory=dict)
+    base: RunSpec = field(default_factory=RunSpec)
     space: dict[str, Any] = field(default_factory=dict)  # SearchSpace as JSON (optimizer.proto's field names)
     n_trials: int = 0
     parallelism: int = 1
@@ -63,10 +86,14 @@ class StudyRequest:
         return cls(
             **{
                 **values,
+                "base": parse_spec(values.get("base", {}), "base"),
                 "objectives": [Objective(**o) for o in values.get("objectives", [])],
                 "pruning": PruningRule(**values.get("pruning", {})),
             }
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "base": self.base.given()}
 
     def parameter_names(self) -> list[str]:
         return [p.get("name", "") for p in self.space.get("parameters", [])]
@@ -83,13 +110,10 @@ def params_key(params: dict[str, Any]) -> str:
     return json.dumps({k: norm(v) for k, v in params.items()}, sort_keys=True)
 
 
-def _check_spec(spec: dict[str, Any], roots: Roots, field_name: str) -> None:
-    """The engine's RunSpec rules and path confinement. Existence of the model and data dirs is the
-    gateway's to check (they live on its machine and the trainers'), at submission."""
-    try:
-        check_spec(spec, roots, field_name)
-    except NotFound:
-        pass
+def _check_spec(spec: RunSpec, roots: Roots, field_name: str) -> None:
+    """Path confinement (the rules were checked where the spec was decoded). Existence of the model and
+    data dirs is the gateway's to check (they live on its machine and the trainers'), at submission."""
+    check_spec(spec, roots, field_name, must_exist=False)
 
 
 def check_comparison(request: ComparisonRequest, roots: Roots) -> ComparisonRequest:
@@ -106,7 +130,8 @@ def check_comparison(request: ComparisonRequest, roots: Roots) -> ComparisonRequ
         raise InvalidArgument(f"must be >= 0, got {request.time_budget_seconds}", "time_budget_seconds")
     _check_spec(request.base, roots, "base")
     for i, arm in enumerate(request.arms):
-        _check_spec({**request.base, **arm.overrides}, roots, f"arms[{i}].overrides")
+        where = f"arms[{i}].overrides"
+        _check_spec(overlay_spec(request.base, arm.overrides, where), roots, where)
     return request
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from services.common.errors import ServiceError, Unavailable
 from services.common.status_machine import TERMINAL as RUN_TERMINAL
+from services.common.validation import overlay_spec
 
 from . import rundata
 from .driving import Driver, DriverContext
@@ -174,7 +175,7 @@ class StudyDriver(Driver):
         labels = {"experiment": self.id, "trial": str(trial.number)}
         try:
             run_id = self.adopt(labels) or self.submit(
-                {**self.request.base, **trial.params},
+                overlay_spec(self.request.base, trial.params),
                 f"{self.name or self.id} trial {trial.number}",
                 self.request.placement,
                 labels,

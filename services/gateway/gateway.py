@@ -20,6 +20,7 @@ from services.common.identity import ANONYMOUS, CALLER_KEY, ApiTokens, Principal
 from services.common.logs import run_context
 from services.common.records import RunRecord, TrainerRecord, now_ms
 from services.common.redis_store import RunStore
+from services.common.spec import RunSpec
 from services.common.status_machine import ACTIVE, RESUMABLE, TERMINAL
 from services.common.validation import (
     Roots,
@@ -32,6 +33,7 @@ from services.common.validation import (
     dataset_dir,
     model_dir,
     new_id,
+    overlay_spec,
 )
 from services.gateway import catalog
 from services.gateway.config import GatewayConfig
@@ -78,13 +80,13 @@ class Gateway:
 
     def submit(
         self,
-        spec: dict[str, Any],
+        spec: RunSpec,
         name: str = "",
         placement: dict[str, Any] | None = None,
         labels: dict[str, str] | None = None,
         experiment_id: str = "",
     ) -> RunRecord:
-        checked = check_spec(spec, self.roots)
+        check_spec(spec, self.roots)  # here: its paths; the trainer checks them again against its own roots
         check_name(name)
         labels = check_labels(labels or {})
         placement = check_placement(placement or {})
@@ -92,7 +94,7 @@ class Gateway:
             check_id(experiment_id, "experiment_id")
         record = RunRecord(
             id=new_id("r"),
-            spec=checked.submitted,
+            spec=spec.given(),
             name=name,
             labels=labels,
             placement=placement,
@@ -293,8 +295,9 @@ class Gateway:
     # ---- experiments: the gateway's own checks before forwarding ----
 
     def check_experiment_base(
-        self, base: dict[str, Any], overrides: list[dict[str, Any]], field: str = "base"
+        self, base: RunSpec, overrides: list[dict[str, Any]], field: str = "base"
     ) -> None:
         check_spec(base, self.roots, field)
         for i, override in enumerate(overrides):
-            check_spec({**base, **override}, self.roots, f"arms[{i}].overrides")
+            where = f"arms[{i}].overrides"
+            check_spec(overlay_spec(base, override, where), self.roots, where)

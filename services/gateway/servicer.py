@@ -45,7 +45,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     def SubmitRun(self, request, context):
         record = self.gateway.submit(
-            codec.spec_to_dict(request.spec),
+            codec.spec_from_proto(request.spec),
             name=request.name,
             placement=placement_from_proto(request.placement),
             labels=dict(request.labels),
@@ -239,14 +239,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         check_arm_names([arm.name for arm in request.arms])
         check_seeds(request.seeds)
         self.gateway.check_experiment_base(
-            codec.spec_to_dict(request.base), [codec.spec_to_dict(arm.overrides) for arm in request.arms]
+            codec.spec_from_proto(request.base, "base"),
+            [codec.spec_fields(arm.overrides) for arm in request.arms],
         )
         return self._unary("StartComparison", request, context)
 
     def StartStudy(self, request, context):
         check_range(request.n_trials, 1, 1000, "n_trials")
         check_range(request.parallelism, 0, request.n_trials, "parallelism")
-        self.gateway.check_experiment_base(codec.spec_to_dict(request.base), [])
+        self.gateway.check_experiment_base(codec.spec_from_proto(request.base, "base"), [])
         return self._unary("StartStudy", request, context)
 
     def GetExperiment(self, request, context):

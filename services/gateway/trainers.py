@@ -69,7 +69,7 @@ class TrainerClients:
             else:
                 request = trainer_pb2.StartRunRequest(
                     run_id=record.id,
-                    spec=codec.spec_from_dict(record.spec),
+                    spec=codec.spec_to_proto(record.spec),
                     name=record.name,
                     experiment_id=record.experiment_id,
                     labels=record.labels,

@@ -39,6 +39,7 @@ from services.common.errors import (
 )
 from services.common.logs import bind_run_id, setup_logging
 from services.common.redis_store import RunStore
+from services.common.spec import RunSpec
 from services.trainer.engine.callbacks import TrainingCallback
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class RunChild:
 
     run_id: str
     attempt: int
-    spec: dict[str, Any]  # resolved: model and data are absolute paths
+    spec: RunSpec  # checked on this machine: model and data are absolute paths
     run_dir: str
     resume: bool
     redis_url: str
@@ -171,7 +172,7 @@ class RunChild:
 
     @property
     def workers(self) -> int:
-        return max(1, int(self.spec.get("workers", 1) or 1))
+        return self.spec.workers
 
 
 def _cap_memory(limit: int) -> None:
@@ -197,10 +198,9 @@ def _enter_child(child: RunChild, rank_env: dict[str, str]) -> None:
 def _rank_main(child: RunChild, rank_env: dict[str, str]) -> None:
     """Ranks 1..N-1 of a data-parallel run: train (rank 0 reports); an error ends the process non-zero."""
     _enter_child(child, rank_env)
-    from services.common.spec import RunSpec
     from services.trainer.engine.api import train
 
-    train(RunSpec.from_dict(child.spec), Path(child.run_dir), resume=child.resume)
+    train(child.spec, Path(child.run_dir), resume=child.resume)
 
 
 def _run_main(child: RunChild, stop: Any, conn: Connection, rank_env: dict[str, str] | None = None) -> None:
@@ -208,10 +208,9 @@ def _run_main(child: RunChild, stop: Any, conn: Connection, rank_env: dict[str, 
     store = RunStore.from_url(child.redis_url, child.redis_prefix, child.events_maxlen)
     events = RedisEvents(store, child.run_id, child.attempt, stop)
     try:
-        from services.common.spec import RunSpec
         from services.trainer.trackers.run import train_tracked
 
-        spec = RunSpec.from_dict(child.spec)
+        spec = child.spec
         context = _tracker_context(store, child)
         result = train_tracked(spec, Path(child.run_dir), context, resume=child.resume, callback=events)
         conn.send(("result", result.to_dict(), events.disowned))

@@ -19,8 +19,10 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
         self.events = AsyncRedis(trainer.config.redis_url)
 
     def StartRun(self, request, context):
+        # A run the gateway placed here runs from its record; the request's copy is not decoded.
+        placed = self.trainer.placed_here(request.run_id)
         record = self.trainer.start_run(
-            codec.spec_to_dict(request.spec),
+            None if placed else codec.spec_from_proto(request.spec),
             run_id=request.run_id,
             name=request.name,
             experiment_id=request.experiment_id,

@@ -23,9 +23,9 @@ from services.common.logs import run_context
 from services.common.records import RunRecord, TrainerRecord, now_ms
 from services.common.redis_store import RunStore, TransitionRefused
 from services.common.runs_root import runs_root_id
+from services.common.spec import RunSpec
 from services.common.status_machine import ACTIVE, RESUMABLE, TERMINAL
 from services.common.validation import (
-    CheckedSpec,
     Roots,
     check_evaluation,
     check_generation,
@@ -35,6 +35,7 @@ from services.common.validation import (
     check_spec,
     model_dir,
     new_id,
+    parse_spec,
 )
 from services.trainer.config import TrainerConfig
 from services.trainer.jobs import Outcome, RunChild, RunJob, RunProcesses, stream_from_child
@@ -168,19 +169,23 @@ class Trainer:
 
     # ---- runs ----
 
+    def placed_here(self, run_id: str) -> bool:
+        """The gateway placed this run here: it runs from its record, so a StartRun's copy of the spec is
+        neither decoded nor checked."""
+        before = self._existing(run_id) if run_id else None
+        return before is not None and before.status == "PLACED" and before.trainer == self.id
+
     def start_run(
         self,
-        spec: dict[str, Any],
+        spec: RunSpec | None,
         run_id: str = "",
         name: str = "",
         experiment_id: str = "",
         labels: dict | None = None,
     ) -> RunRecord:
-        # A run the gateway placed here is checked once, from its record, against this machine's roots
-        # (below); the request carries the same spec, so it is not checked as well.
-        before = self._existing(run_id) if run_id else None
-        placed_here = before is not None and before.status == "PLACED" and before.trainer == self.id
-        checked = None if placed_here else check_spec(spec, self.roots)
+        """Start a run: one placed here by the gateway (`spec` None: its record is checked once, against this
+        machine's roots), or one a caller hands this trainer directly (`spec`, checked here)."""
+        checked = None if spec is None else check_spec(spec, self.roots)
         run_id = check_id(run_id, "run_id") if run_id else new_id("r")
         check_name(name)
         labels = check_labels(labels or {})
@@ -188,13 +193,18 @@ class Trainer:
             check_id(experiment_id, "experiment_id")
         with run_context(run_id), self._admit:
             self._check_open()
-            self._check_free_slot(_workers(before.spec if before else spec))
             existing = self._existing(run_id)
-            if existing is None or existing.status == "QUEUED":
-                checked = checked or check_spec(spec, self.roots)
+            placed = existing is not None and existing.status == "PLACED" and existing.trainer == self.id
+            if checked is None and not placed:
+                status = existing.status if existing else "unknown"
+                raise FailedPrecondition(
+                    f"run {run_id} is {status}, no longer placed on trainer {self.id}; StartRun needs its spec",
+                    "spec",
+                )
+            self._check_free_slot(_workers(existing.spec) if existing else spec.workers)
             if existing is None:
                 record = RunRecord(
-                    id=run_id, spec=checked.submitted, name=name, experiment_id=experiment_id, labels=labels
+                    id=run_id, spec=spec.given(), name=name, experiment_id=experiment_id, labels=labels
                 )
                 self.store.create_run(record, claim=self.id, reason="submitted to trainer " + self.id)
             elif existing.status == "QUEUED":
@@ -206,7 +216,7 @@ class Trainer:
                     set_fields={"trainer": self.id},
                     reason=f"taken by trainer {self.id}",
                 )
-            elif existing.status == "PLACED" and existing.trainer == self.id:
+            elif placed:
                 # Placed here by the gateway: run what was recorded, checked on this machine.
                 checked = self._recheck(existing)
             else:
@@ -276,10 +286,10 @@ class Trainer:
         except ServiceError:
             return None
 
-    def _recheck(self, record: RunRecord, from_status: str = "PLACED") -> CheckedSpec:
+    def _recheck(self, record: RunRecord, from_status: str = "PLACED") -> RunSpec:
         """Check a recorded spec on this machine; a failure fails the run (it was accepted upstream)."""
         try:
-            return check_spec(record.spec, self.roots)
+            return check_spec(parse_spec(record.spec), self.roots)
         except ServiceError as exc:
             self._fail(record.id, from_status, exc)
             raise
@@ -302,7 +312,7 @@ class Trainer:
     def _launch(
         self,
         run_id: str,
-        checked: CheckedSpec,
+        spec: RunSpec,
         from_status: str,
         resume: bool,
         overrides: dict[str, Any] | None = None,
@@ -322,7 +332,7 @@ class Trainer:
                 "started_at": now_ms(),
                 "run_dir": str(run_dir),
                 "runs_root_id": self.registration.record.runs_root_id,
-                "total_steps": checked.iters,
+                "total_steps": spec.iters,
             },
             reason=("resuming from the newest checkpoint" if resume else "starting")
             + f" on trainer {self.id}",
@@ -330,7 +340,7 @@ class Trainer:
         child = RunChild(
             run_id=run_id,
             attempt=attempt,
-            spec={**checked.resolved, **(overrides or {})},
+            spec=spec.replace(**overrides) if overrides else spec,
             run_dir=str(run_dir),
             resume=resume,
             redis_url=self.config.redis_url,
@@ -436,7 +446,7 @@ class Trainer:
             oom_killed=now is not None and before is not None and now > before,
         )
         spec = job.child.spec
-        batch, accumulation = int(spec.get("batch_size", 0)), int(spec.get("grad_accumulation", 1))
+        batch, accumulation = spec.batch_size, spec.grad_accumulation
         if not batch:  # batch_size auto: what the engine chose is in the run dir's spec.json
             batch, accumulation = _trained_batch(Path(job.child.run_dir), accumulation)
         return decide(
@@ -577,7 +587,7 @@ class Trainer:
         adapter_dir = None
         if run_id:
             record, run_dir = self._finished_run_dir(run_id)
-            base = check_spec(record.spec, self.roots).resolved["model"]
+            base = check_spec(parse_spec(record.spec), self.roots).model
             adapter_dir = str(run_dir)
         else:
             base = str(model_dir(model, self.roots, "model"))

@@ -13,7 +13,7 @@ from peftlab.v1 import comparator_pb2, comparator_pb2_grpc, gateway_pb2, gateway
 from service_helpers import free_port, start_comparator, start_gateway
 
 from services.common import transport
-from services.common.codec import spec_from_dict
+from services.common.codec import spec_to_proto
 from services.common.identity import CALLER_KEY, GRANT_KEY, mint_grant
 from services.common.interceptors import SERVICE_TOKEN_KEY, outgoing_metadata
 
@@ -68,7 +68,7 @@ def system(monkeypatch, tmp_path, redis_url, redis_prefix, chat_data):
 def test_the_comparator_submits_for_the_caller_with_a_grant_not_a_token(system, store, chat_data):
     gateway, comparator = system
     stub = gateway_pb2_grpc.GatewayStub(gateway.channel)
-    base = spec_from_dict({**SPEC, "data": chat_data.name})
+    base = spec_to_proto({**SPEC, "data": chat_data.name})
     request = comparator_pb2.StartComparisonRequest(
         name="for alice", base=base, arms=[comparator_pb2.ComparisonArm(name="lora")]
     )
@@ -107,7 +107,7 @@ def test_a_grant_opens_only_the_runs_calls_of_its_user_with_the_service_token(sy
     gateway, _ = system
     stub = gateway_pb2_grpc.GatewayStub(gateway.channel)
     submit = gateway_pb2.SubmitRunRequest(
-        spec=spec_from_dict({**SPEC, "data": chat_data.name}), experiment_id="x-1"
+        spec=spec_to_proto({**SPEC, "data": chat_data.name}), experiment_id="x-1"
     )
     grant = mint_grant("alice", ALICE)
 

@@ -135,13 +135,13 @@ def test_paths_too_long_are_invalid_argument_through_the_gateway(
 ):
     from peftlab.v1 import gateway_pb2
 
-    from services.common.codec import spec_from_dict
+    from services.common.codec import spec_to_proto
 
     gateway = start_gateway(redis_url, redis_prefix, chat_data.parent, tmp_path / "runs")
     try:
         stub = gateway_pb2_grpc.GatewayStub(gateway.channel)
         for data in ("d" * 6000, "a/" * 600, "x" * 1_000_000):
-            spec = spec_from_dict({"model": "tiny-llama", "data": data, "iters": 2})
+            spec = spec_to_proto({"model": "tiny-llama", "data": data, "iters": 2})
             error = _refused(stub.SubmitRun, gateway_pb2.SubmitRunRequest(spec=spec))
             assert _field(error) == "spec.data" and len(error.details()) < 2000, error.details()
     finally:

@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from peftlab.v1 import gateway_pb2, gateway_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from service_helpers import start_gateway, start_trainer
 
-from services.common.codec import spec_from_dict
+from services.common.codec import spec_to_proto
 
 STREAMS = 200  # well over each server's worker threads (gateway 64, trainer 32 by default)
 
@@ -25,7 +25,7 @@ def _wait_for(predicate, timeout: float = 30.0) -> None:
 
 
 def _queued_run(stub, chat_data) -> str:
-    spec = spec_from_dict({"model": "tiny-llama", "data": chat_data.name, "iters": 2, "warmup_steps": 0})
+    spec = spec_to_proto({"model": "tiny-llama", "data": chat_data.name, "iters": 2, "warmup_steps": 0})
     return stub.SubmitRun(gateway_pb2.SubmitRunRequest(spec=spec), timeout=10).run.id
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from services.common.records import now_ms
-from services.common.validation import Roots, dataset_dir, model_dir, new_id
+from services.common.spec import RunSpec
+from services.common.validation import Roots, check_spec, new_id
 
 from ..state import LocalRun
 
@@ -65,14 +66,12 @@ class LocalRunner:
             self._children = {k: p for k, p in self._children.items() if p.poll() is None}
             return len(self._children) < self.slots
 
-    def start(self, experiment_id: str, spec: dict[str, Any], time_budget: float = 0.0) -> LocalRun:
+    def start(self, experiment_id: str, spec: RunSpec, time_budget: float = 0.0) -> LocalRun:
         run_id = new_id("t")
         run_dir = self.root / experiment_id / "runs" / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
-        resolved = dict(spec)
-        resolved["model"] = str(model_dir(spec.get("model", ""), self.roots, "spec.model", must_exist=False))
-        resolved["data"] = str(dataset_dir(spec.get("data", ""), self.roots, "spec.data", must_exist=False))
-        (run_dir / "spec.json").write_text(json.dumps(resolved, indent=1, sort_keys=True))
+        resolved = check_spec(spec, self.roots, must_exist=False)
+        (run_dir / "spec.json").write_text(json.dumps(resolved.given(), indent=1, sort_keys=True))
         command = [sys.executable, "-m", "services.comparator.backends.torch_peft", "--run-dir", str(run_dir)]
         if time_budget:
             command += ["--time-budget", str(time_budget)]
@@ -85,7 +84,7 @@ class LocalRunner:
         now = now_ms()
         return LocalRun(
             id=run_id,
-            spec=dict(spec),
+            spec=spec.given(),
             status="RUNNING",
             run_dir=str(run_dir),
             pid=child.pid,
