@@ -156,6 +156,13 @@ class RunSpec:
             "batch_size auto: rows per optimizer step to keep (micro-batch x grad_accumulation); 0 = none."
         ),
     )
+    allow_over_memory: bool = field(
+        default=False,
+        metadata=_help(
+            "Submit even when the predicted peak memory exceeds every trainer's memory (the gateway refuses "
+            "it otherwise); the run may then run out of memory."
+        ),
+    )
 
     workers: int = field(
         default=1,

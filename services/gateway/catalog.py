@@ -391,3 +391,92 @@ def preview_dataset(path: Path, split: str, rows: int, model_dir: Path) -> tuple
             )
         )
     return out, total
+
+
+# ---- the longest prompt of a dataset, for the submit-time max_seq_length check -----------------------------
+
+
+def longest_prompt(
+    data: Path, model: Path, mask: str | bool, columns: tuple[str, ...] = (), max_rows: int = 50_000
+) -> tuple[str, int, int] | None:
+    """(file name, line, tokens) of the dataset's longest prompt, by a lower bound of its tokens: the text of
+    the turns before the first learned one (mask "assistant"; before the last for "last_assistant"), each
+    stripped and encoded alone with the model's tokenizer.json, without the chat template's markup. None when
+    nothing can be said (mask "none", text records, no tokenizer.json, non-JSONL splits). Cached per file
+    version: a submit pays it once per dataset. `columns`: the spec's (prompt, completion, messages, system)
+    fields."""
+    from services.trainer.engine.datasets import mask_mode
+
+    mask = mask_mode(mask)
+    if mask == "none" or not (model / "tokenizer.json").is_file():
+        return None
+    best: tuple[str, int, int] | None = None
+    for file in _split_files(data).values():
+        if file.suffix != ".jsonl":
+            continue
+        stat = file.stat()
+        found = _longest_prompt_in(
+            str(file), stat.st_mtime_ns, stat.st_size, str(model / "tokenizer.json"), mask, columns, max_rows
+        )
+        if found and (best is None or found[1] > best[2]):
+            best = (file.name, *found)
+    return best
+
+
+@functools.lru_cache(maxsize=4)
+def _fast_tokenizer(path: str) -> Any:
+    import tokenizers
+
+    return tokenizers.Tokenizer.from_file(path)
+
+
+@functools.lru_cache(maxsize=64)
+def _longest_prompt_in(
+    file: str, _mtime: int, _size: int, tokenizer: str, mask: str, fields: tuple[str, ...], max_rows: int
+) -> tuple[int, int] | None:
+    from services.common.errors import DatasetError
+    from services.trainer.engine.layouts import Columns, normalize
+    from services.trainer.engine.sources import parse_line
+
+    columns = Columns(*fields)
+    lines, parts, owners = [], [], []
+    with open(file, encoding="utf-8", errors="replace") as fh:
+        for number, text in enumerate(fh, start=1):
+            if not text.strip():
+                continue
+            if len(lines) >= max_rows:
+                break
+            try:
+                record = normalize(parse_line(text, file, number), columns, Path(file), number)
+            except DatasetError:
+                return None  # a broken line is the trainer's (and ValidateDataset's) to name
+            texts = _prompt_texts(record, mask)
+            lines.append(number)
+            parts.extend(texts)
+            owners.extend([len(lines) - 1] * len(texts))
+    if not parts:
+        return None
+    counts = [0] * len(lines)
+    for owner, encoding in zip(
+        owners, _fast_tokenizer(tokenizer).encode_batch(parts, add_special_tokens=False), strict=True
+    ):
+        counts[owner] += len(encoding.ids)
+    longest = max(range(len(lines)), key=counts.__getitem__)
+    return lines[longest], counts[longest]
+
+
+def _prompt_texts(record: dict[str, Any], mask: str) -> list[str]:
+    if isinstance(record.get("messages"), list):
+        messages = [m for m in record["messages"] if isinstance(m, dict)]
+        roles = [m.get("role") for m in messages]
+        if "assistant" not in roles:
+            return []
+        end = (
+            roles.index("assistant")
+            if mask == "assistant"
+            else len(roles) - 1 - roles[::-1].index("assistant")
+        )
+        return [str(m.get("content") or "").strip() for m in messages[:end] if m.get("content")]
+    if isinstance(record.get("prompt"), str) and "completion" in record:
+        return [record["prompt"].strip()]
+    return []  # text records learn from their first token

@@ -18,11 +18,13 @@ from services.common.errors import (
 )
 from services.common.identity import ANONYMOUS, CALLER_KEY, ApiTokens, Principal
 from services.common.logs import run_context
+from services.common.model_config import read_model_config
 from services.common.records import RunRecord, TrainerRecord, now_ms
 from services.common.redis_store import RunStore
 from services.common.spec import RunSpec
 from services.common.status_machine import ACTIVE, RESUMABLE, TERMINAL
 from services.common.validation import (
+    HUB_PREFIX,
     Roots,
     check_id,
     check_labels,
@@ -35,7 +37,7 @@ from services.common.validation import (
     new_id,
     overlay_spec,
 )
-from services.gateway import catalog
+from services.gateway import catalog, preflight
 from services.gateway.config import GatewayConfig
 from services.gateway.placement import DEVICES, Placer, waiting_reason
 from services.gateway.trainers import TrainerClients
@@ -86,12 +88,14 @@ class Gateway:
         labels: dict[str, str] | None = None,
         experiment_id: str = "",
     ) -> RunRecord:
-        check_spec(spec, self.roots)  # here: its paths; the trainer checks them again against its own roots
+        # Here: its paths; the trainer checks them again against its own roots.
+        resolved = check_spec(spec, self.roots)
         check_name(name)
         labels = check_labels(labels or {})
         placement = check_placement(placement or {})
         if experiment_id:
             check_id(experiment_id, "experiment_id")
+        self.check_runnable(resolved, placement)
         record = RunRecord(
             id=new_id("r"),
             spec=spec.given(),
@@ -297,7 +301,18 @@ class Gateway:
     def check_experiment_base(
         self, base: RunSpec, overrides: list[dict[str, Any]], field: str = "base"
     ) -> None:
-        check_spec(base, self.roots, field)
+        resolved = check_spec(base, self.roots, field)
+        if not overrides:  # a study: its trials vary the base, so only the model dir is checked here
+            read_model_config(Path(resolved.model), f"{field}.model")
         for i, override in enumerate(overrides):
             where = f"arms[{i}].overrides"
-            check_spec(overlay_spec(base, override, where), self.roots, where)
+            self.check_runnable(check_spec(overlay_spec(base, override, where), self.roots, where), {}, where)
+
+    def check_runnable(self, resolved: RunSpec, placement: dict[str, Any], field: str = "spec") -> None:
+        """What would make the run fail at its start, checked before it is queued (preflight.py): the model
+        dir, num_layers and target_modules, max_seq_length against the longest prompt, predicted memory."""
+        model = Path(resolved.model)
+        data = resolved.data if resolved.data.startswith(HUB_PREFIX) else Path(resolved.data)
+        config = preflight.check_model_fit(resolved, model, field)
+        preflight.check_prompts_fit(resolved, model, data, field)
+        preflight.check_memory(resolved, config, self.store.list_trainers(), placement, field)

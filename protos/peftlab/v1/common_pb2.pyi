@@ -33,7 +33,7 @@ RUN_STATUS_LOST: RunStatus
 RUN_STATUS_RESUMING: RunStatus
 
 class RunSpec(_message.Message):
-    __slots__ = ("model", "data", "method", "quant_bits", "quant_group_size", "target_modules", "num_layers", "rank", "alpha", "dropout", "learning_rate", "weight_decay", "schedule", "warmup_steps", "min_lr_ratio", "iters", "batch_size", "grad_accumulation", "max_grad_norm", "max_seq_length", "packing", "mask_prompt", "grad_checkpoint", "compile", "dtype", "eval_every", "val_batches", "early_stopping_patience", "early_stopping_min_delta", "save_every", "seed", "test_samples", "max_new_tokens", "memory_budget_gb", "report_to", "prompt_field", "completion_field", "messages_field", "system_field", "eval_samples", "effective_batch_size", "workers")
+    __slots__ = ("model", "data", "method", "quant_bits", "quant_group_size", "target_modules", "num_layers", "rank", "alpha", "dropout", "learning_rate", "weight_decay", "schedule", "warmup_steps", "min_lr_ratio", "iters", "batch_size", "grad_accumulation", "max_grad_norm", "max_seq_length", "packing", "mask_prompt", "grad_checkpoint", "compile", "dtype", "eval_every", "val_batches", "early_stopping_patience", "early_stopping_min_delta", "save_every", "seed", "test_samples", "max_new_tokens", "memory_budget_gb", "report_to", "prompt_field", "completion_field", "messages_field", "system_field", "eval_samples", "effective_batch_size", "workers", "allow_over_memory")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class RunSpec(_message.Message):
     EVAL_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_OVER_MEMORY_FIELD_NUMBER: _ClassVar[int]
     model: str
     data: str
     method: str
@@ -118,7 +119,8 @@ class RunSpec(_message.Message):
     eval_samples: int
     effective_batch_size: int
     workers: int
-    def __init__(self, model: _Optional[str] = ..., data: _Optional[str] = ..., method: _Optional[str] = ..., quant_bits: _Optional[int] = ..., quant_group_size: _Optional[int] = ..., target_modules: _Optional[_Iterable[str]] = ..., num_layers: _Optional[int] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., dropout: _Optional[float] = ..., learning_rate: _Optional[float] = ..., weight_decay: _Optional[float] = ..., schedule: _Optional[str] = ..., warmup_steps: _Optional[int] = ..., min_lr_ratio: _Optional[float] = ..., iters: _Optional[int] = ..., batch_size: _Optional[int] = ..., grad_accumulation: _Optional[int] = ..., max_grad_norm: _Optional[float] = ..., max_seq_length: _Optional[int] = ..., packing: _Optional[bool] = ..., mask_prompt: _Optional[str] = ..., grad_checkpoint: _Optional[bool] = ..., compile: _Optional[bool] = ..., dtype: _Optional[str] = ..., eval_every: _Optional[int] = ..., val_batches: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., early_stopping_min_delta: _Optional[float] = ..., save_every: _Optional[int] = ..., seed: _Optional[int] = ..., test_samples: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., memory_budget_gb: _Optional[float] = ..., report_to: _Optional[_Iterable[str]] = ..., prompt_field: _Optional[str] = ..., completion_field: _Optional[str] = ..., messages_field: _Optional[str] = ..., system_field: _Optional[str] = ..., eval_samples: _Optional[int] = ..., effective_batch_size: _Optional[int] = ..., workers: _Optional[int] = ...) -> None: ...
+    allow_over_memory: bool
+    def __init__(self, model: _Optional[str] = ..., data: _Optional[str] = ..., method: _Optional[str] = ..., quant_bits: _Optional[int] = ..., quant_group_size: _Optional[int] = ..., target_modules: _Optional[_Iterable[str]] = ..., num_layers: _Optional[int] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., dropout: _Optional[float] = ..., learning_rate: _Optional[float] = ..., weight_decay: _Optional[float] = ..., schedule: _Optional[str] = ..., warmup_steps: _Optional[int] = ..., min_lr_ratio: _Optional[float] = ..., iters: _Optional[int] = ..., batch_size: _Optional[int] = ..., grad_accumulation: _Optional[int] = ..., max_grad_norm: _Optional[float] = ..., max_seq_length: _Optional[int] = ..., packing: _Optional[bool] = ..., mask_prompt: _Optional[str] = ..., grad_checkpoint: _Optional[bool] = ..., compile: _Optional[bool] = ..., dtype: _Optional[str] = ..., eval_every: _Optional[int] = ..., val_batches: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., early_stopping_min_delta: _Optional[float] = ..., save_every: _Optional[int] = ..., seed: _Optional[int] = ..., test_samples: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., memory_budget_gb: _Optional[float] = ..., report_to: _Optional[_Iterable[str]] = ..., prompt_field: _Optional[str] = ..., completion_field: _Optional[str] = ..., messages_field: _Optional[str] = ..., system_field: _Optional[str] = ..., eval_samples: _Optional[int] = ..., effective_batch_size: _Optional[int] = ..., workers: _Optional[int] = ..., allow_over_memory: _Optional[bool] = ...) -> None: ...
 
 class Placement(_message.Message):
     __slots__ = ("device", "trainer_id", "strict")

@@ -46,6 +46,7 @@ RESUMABLE_CHANGES = {
     "eval_samples",
     # The global batch is the same whatever the number of processes it is split over.
     "workers",
+    "allow_over_memory",  # the gateway's submit check only
 }
 # A resume may also split each optimizer step differently (micro-batch x accumulation, product kept): what
 # the out-of-memory recovery does. effective_batch_size and memory_budget_gb only steer that choice.
