@@ -88,15 +88,20 @@ def check_memory(
     if not candidates:
         return
     batch = spec.batch_size if spec.batch_size > 0 else 1
-    sized = spec.replace(batch_size=batch)
+    # A data-parallel run's processes share one trainer, each with its share of the micro-batch.
+    workers = max(1, spec.workers)
+    sized = spec.replace(batch_size=max(1, batch // workers))
     quantized = "quantization" in config
     best = None
     for trainer in candidates:
         gpu = trainer.hardware.get("device_kind", "cpu") != "cpu"
         try:
-            predicted = predict_for_model(
-                sized, config, quantized, None, spec_dtype_bytes(spec, gpu), "gpu" if gpu else "cpu"
-            ).peak_bytes
+            predicted = (
+                workers
+                * predict_for_model(
+                    sized, config, quantized, None, spec_dtype_bytes(spec, gpu), "gpu" if gpu else "cpu"
+                ).peak_bytes
+            )
         except (KeyError, TypeError, ZeroDivisionError):
             return  # config.json lacks the shape: the trainer predicts from the loaded model
         memory = int(trainer.hardware["total_memory_bytes"])
@@ -107,6 +112,8 @@ def check_memory(
     trainer, predicted, memory = best
     knob = "batch_size" if batch > 1 else "max_seq_length"
     what = f"micro-batch {batch}{' (batch_size auto, at its smallest)' if spec.batch_size <= 0 else ''}"
+    if workers > 1:
+        what += f" over {workers} processes"
     raise FailedPrecondition(
         f"predicted peak memory {predicted / GIB:.1f} GiB ({what} x {spec.max_seq_length} tokens, "
         f"{spec.method}) exceeds the memory of every trainer that could take it: the largest, {trainer.id}, "
