@@ -1,16 +1,21 @@
 """A data-parallel run through the services: the gateway books both of a trainer's slots for a `workers: 2`
 run at once (a 1-slot run waits meanwhile), the trainer starts two ring ranks, a SIGKILLed rank makes the
-run resume from its newest checkpoint with the curve it had, and it succeeds."""
+run resume from its newest checkpoint with the curve it had, and it succeeds; the Lua booking takes all of a
+run's slots or none, and a run no trainer has the slots for says so."""
 
 from __future__ import annotations
 
 import os
 import signal
 
+import pytest
 from peftlab.v1 import gateway_pb2, gateway_pb2_grpc
 from service_helpers import start_gateway, start_trainer, wait_for
 
 from services.common.codec import spec_to_proto
+from services.common.errors import ResourceExhausted
+from services.common.records import RunRecord, TrainerRecord
+from services.gateway.placement import choose_trainer, waiting_reason
 
 FAST = {"eval_every": 0, "test_samples": 0, "val_batches": 1, "warmup_steps": 0, "max_seq_length": 128}
 
@@ -71,3 +76,26 @@ def test_a_two_worker_run_books_two_slots_survives_a_killed_rank_and_succeeds(
     finally:
         gateway.stop()
         trainer.stop()
+
+
+def test_the_status_machine_books_all_of_a_runs_slots_or_none(store):
+    store.register_trainer(TrainerRecord(id="t3", address="10.0.0.3:50052", slots=3), ttl_seconds=60)
+    store.create_run(RunRecord(id="one", spec={}), claim="t3")
+    with pytest.raises(ResourceExhausted, match="no free slot"):
+        store.create_run(RunRecord(id="three", spec={"workers": 3}), claim="t3")
+    assert store.r.scard(store.slots_key("t3")) == 1  # nothing half-booked
+    store.create_run(RunRecord(id="two", spec={"workers": 2}))
+    store.transition("two", "PLACED", claim="t3", queue="remove", set_fields={"trainer": "t3"})
+    trainer = store.get_trainer("t3")
+    assert trainer.run_ids == ["one", "two"] and trainer.busy_slots == 3 and trainer.free_slots == 0
+    store.transition("two", "CANCELLED", release=True)
+    assert store.trainer_slot_runs("t3") == {"one"} and store.get_trainer("t3").free_slots == 2
+
+
+def test_placement_waits_for_a_trainer_with_the_slots_and_says_so():
+    run = RunRecord(id="dp", spec={"workers": 4}, status="QUEUED")
+    small = [TrainerRecord(id=f"t{i}", address="", slots=2) for i in range(3)]
+    assert choose_trainer(small, run) is None  # 6 free slots in all, but on no one trainer
+    assert "waiting for a trainer with 4 slots" in waiting_reason(run, small)
+    big = TrainerRecord(id="big", address="", slots=4)
+    assert choose_trainer([*small, big], run) is big and waiting_reason(run, [*small, big]) == ""

@@ -94,6 +94,9 @@ def queue_text(client: Client, run_id: str) -> str:
     place, length = client.queue_position(run_id)
     if not place:
         return "waiting for a trainer"
+    waiting = client.get(run_id).waiting  # e.g. a data-parallel run that no trainer has the slots for
+    if waiting:
+        return waiting
     try:
         trainers = client.status().trainers
     except Exception:  # the place is what matters; the slot count is a courtesy
@@ -139,9 +142,9 @@ def watch(client: Client, run_id: str, after: str = "") -> int:
         console=console,
     )
     task = progress.add_task(run_id, total=None, loss="-", valid="-", tps="-")
-    waiting = client.get(run_id).waiting  # a lost run that waits for its own trainer says so at once
-    if waiting:
-        console.print(f"[yellow]RESUMING[/]: {waiting}")
+    first = client.get(run_id)  # a run that waits for its own trainer (or a big enough one) says so at once
+    if first.waiting:
+        console.print(f"[yellow]{_status_name(first.status)}[/]: {first.waiting}")
     with progress:
         for event in client.watch(run_id, after, reconnect_s=RECONNECT_SECONDS):
             _show_event(progress, task, event)

@@ -158,8 +158,9 @@ class Gateway:
         return self.store.get_run(run_id)
 
     def waiting_reason(self, record: RunRecord) -> str:
-        """Why a run waiting to resume is not placed, when no live trainer sees its runs root; else ""."""
-        if record.status != "RESUMING" or record.trainer:
+        """Why a queued or resuming run is not placed (no live trainer sees its runs root, or has the slots
+        of its data-parallel workers); else ""."""
+        if record.status not in ("QUEUED", "RESUMING") or record.trainer:
             return ""
         return waiting_reason(record, self.store.list_trainers())
 

@@ -48,8 +48,18 @@ def can_hold_checkpoint(trainer: TrainerRecord, run: RunRecord) -> bool:
 
 def waiting_reason(run: RunRecord, trainers: Iterable[TrainerRecord]) -> str:
     """Why a run waiting to resume is not placed, when the reason is that no live trainer sees its run dir;
+    or that a data-parallel run needs more slots than any live trainer has;
     "" otherwise (it is placed, or it only waits for a free slot)."""
-    if run.status != "RESUMING" or run.trainer or not run.run_dir:
+    if run.status not in ("QUEUED", "RESUMING") or run.trainer:
+        return ""
+    trainers = list(trainers)
+    workers = workers_of(run)
+    if workers > 1 and trainers and workers > max(t.slots for t in trainers):
+        return (
+            f"waiting for a trainer with {workers} slots (workers={workers}: its ranks share one trainer); the "
+            f"largest registered has {max(t.slots for t in trainers)} (peftlab trainer join --slots {workers})"
+        )
+    if run.status != "RESUMING" or not run.run_dir:
         return ""
     if any(can_hold_checkpoint(t, run) for t in trainers):
         return ""
