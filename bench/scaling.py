@@ -155,10 +155,12 @@ def cpu_rows(args, work: Path) -> list[dict]:
     from services.common.paths import default_data, default_model
 
     fields = {**CPU_RUN, "iters": args.steps}
-    rows = [
-        train_run(str(default_model()), str(default_data()), n, fields, work, args.warmup, args.timeout)
-        for n in (1, 2)
-    ]
+    model, data = args.model or str(default_model()), args.data or str(default_data())
+    rows = []
+    for n in (1, 2):
+        print(f"{Path(model).name}: {n} worker(s) ...", flush=True)
+        rows.append(train_run(model, data, n, fields, work, args.warmup, args.timeout))
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "losses"}), flush=True)
     compare(rows)
     return rows
 
@@ -254,11 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--batch-size", type=int, default=16, help="cuda: global batch (rows)")
     parser.add_argument("--seq-len", type=int, default=512, help="cuda: tokens per row")
-    parser.add_argument("--timeout", type=float, default=540, help="seconds per training run")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per training run")
+    parser.add_argument("--model", default="", help="cpu: model dir (default: the default model)")
+    parser.add_argument("--data", default="", help="cpu: dataset dir (default: the default dataset)")
     parser.add_argument("--skip-placement", action="store_true")
     args = parser.parse_args(argv)
     gpu = args.device == "cuda"
-    args.steps = args.steps or (12 if gpu else 8)
+    args.steps = args.steps or (12 if gpu else 6)
     args.warmup = args.warmup or (4 if gpu else 2)
     results: dict = {
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip() + f", {os.cpu_count()} cores",
@@ -270,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         if gpu:
             results["data_parallel"] = gpu_rows(args, Path(tmp))
         else:
-            results["data_parallel"] = {"default model (cpu)": cpu_rows(args, Path(tmp))}
+            label = f"{Path(args.model).name if args.model else 'default model'} (cpu)"
+            results["data_parallel"] = {label: cpu_rows(args, Path(tmp))}
     if not gpu and not args.skip_placement:
         results["placement"] = placement_rows(args.samples)
     results["load_after"] = uptime()
@@ -283,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if not gpu:
         lines += [
-            "Data-parallel LoRA, default model and dataset, batch 4 x 256, `peftlab train --workers N`. "
+            f"Data-parallel LoRA, batch 4 x 256, {args.steps} steps ({args.warmup} warm-up left out), "
+            "`peftlab train --workers N`. "
             "Two workers on this machine's cores measure the data-parallel overhead, not a speedup.",
             "",
         ]
