@@ -189,3 +189,16 @@ def keep_main_module():
     main = sys.modules["__main__"]
     yield
     sys.modules["__main__"] = main
+
+
+# ---- the stack the input suites attack (tests/reliability: the bad-input corpus, hypothesis, grpcurl) ----
+
+
+@pytest.fixture(scope="session")
+def input_stack(redis_server, tmp_path_factory, tiny_model):
+    from input_stack import running_input_stack
+
+    with running_input_stack(
+        redis_server.url, tmp_path_factory.mktemp("inputs"), tiny_model, write_chat_dataset
+    ) as stack:
+        yield stack

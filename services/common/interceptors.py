@@ -139,6 +139,12 @@ class _Call:
                     code,
                     f"a downstream service failed (request id {self.request_id}); see the server logs",
                 )
+            # The downstream's field trailer goes on with its code: the caller's fix is the same.
+            field = dict(exc.trailing_metadata() or ()).get(FIELD_KEY, "")
+            trailing = [(REQUEST_ID_KEY, self.request_id)] + (
+                [(FIELD_KEY, clip(field, 200))] if field else []
+            )
+            context.set_trailing_metadata(tuple(trailing))
             return code, clip(exc.details() or code.name)
         log.error("unhandled error", exc_info=exc)
         return grpc.StatusCode.INTERNAL, f"internal error (request id {self.request_id}); see the server log"

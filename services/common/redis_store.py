@@ -31,7 +31,8 @@ from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.records import SLOT_MARK, RunEvent, RunRecord, TrainerRecord, now_ms
 from services.common.status_machine import STATUSES
 
-_EVENT_ID = re.compile(r"^\d+(-\d+)?$")
+# ASCII digits and \Z: "\d" takes other scripts' digits and "$" a trailing newline, which Redis refuses.
+_EVENT_ID = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?\Z")
 
 
 class TransitionRefused(FailedPrecondition):
@@ -261,7 +262,8 @@ class RunStore:
         experiment_id: str = "",
     ) -> tuple[list[RunRecord], str]:
         """Runs newest first; the token is the creation sequence number of the last run returned."""
-        if page_token and not page_token.isdigit():
+        # ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
+        if page_token and not (page_token.isascii() and page_token.isdigit() and len(page_token) <= 19):
             raise InvalidArgument("malformed page token (pass next_page_token unchanged)", "page_token")
         keys = [f"{self.prefix}runs:status:{s}" for s in sorted(set(statuses))] or [f"{self.prefix}runs"]
         cursor = int(page_token) if page_token else None

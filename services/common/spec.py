@@ -193,7 +193,8 @@ class RunSpec:
         given = list(values)
         values = dict(values)
         if "warmup_steps" not in values:
-            values["warmup_steps"] = _coerce(cls, "iters", values.get("iters", cls.iters)) // 10
+            # max(0, ...): a negative iters must be reported as iters, not as a derived warmup of -1.
+            values["warmup_steps"] = max(0, _coerce(cls, "iters", values.get("iters", cls.iters)) // 10)
         if "learning_rate" not in values:
             values["learning_rate"] = DEFAULT_LEARNING_RATES.get(
                 str(values.get("method", "lora")), cls.learning_rate

@@ -159,6 +159,8 @@ def dataset_dir(value: str, roots: Roots, field: str = "spec.data", must_exist: 
     path = confine(value or DEFAULT_DATASET, roots.data, field)
     if must_exist and not path.is_dir():
         raise NotFound(f"no dataset dir {value or DEFAULT_DATASET!r} under {roots.data}", field)
+    if must_exist:
+        _splits_inside(path, roots.data, value, field)
     has_train = (path / "dataset_dict.json").is_file() or any(
         (path / f"train{suffix}").is_file() for suffix in DATASET_SUFFIXES
     )
@@ -168,6 +170,19 @@ def dataset_dir(value: str, roots: Roots, field: str = "spec.data", must_exist: 
             field,
         )
     return path
+
+
+def _splits_inside(path: Path, root: Path, value: str, field: str) -> None:
+    """A dataset dir inside the root whose split files are links out of it would still read outside files."""
+    real_root = Path(os.path.realpath(root))
+    names = ["dataset_dict.json", *SPLITS]
+    names += [f"{split}{suffix}" for split in SPLITS for suffix in DATASET_SUFFIXES]
+    for name in names:
+        real = Path(os.path.realpath(path / name))
+        if (path / name).exists() and real_root not in real.parents:
+            raise InvalidArgument(
+                f"{clip(repr(value), 200)}: {name} is a link to outside the allowed root {root}", field
+            )
 
 
 def parse_spec(values: Mapping[str, Any], field: str = "spec") -> RunSpec:

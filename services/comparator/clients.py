@@ -29,7 +29,9 @@ def _error(exc: grpc.RpcError, what: str) -> ServiceError:
     if exc.code() in _TRANSIENT:
         return Unavailable(f"{what} unreachable: {exc.code().name}")
     field = dict(exc.trailing_metadata() or ()).get(FIELD_KEY, "")
-    return error_for_code(exc.code().name, exc.details() or exc.code().name, field)
+    # The details already start with "<field>: "; the rebuilt error adds it again.
+    message = (exc.details() or exc.code().name).removeprefix(f"{field}: " if field else "")
+    return error_for_code(exc.code().name, message, field)
 
 
 class GatewayRuns:

@@ -375,7 +375,7 @@ class ExperimentStore:
 
     def list(self, page_size: int, page_token: str = "") -> tuple[list[ExperimentRecord], str]:
         """Newest first; the token is the creation sequence number of the last experiment returned."""
-        if page_token and not page_token.isdigit():
+        if page_token and not (page_token.isascii() and page_token.isdigit() and len(page_token) <= 19):
             raise InvalidArgument("malformed page token (pass next_page_token unchanged)", "page_token")
         top = f"({page_token}" if page_token else "+inf"
         rows = self.r.zrevrangebyscore(

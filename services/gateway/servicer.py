@@ -21,7 +21,7 @@ from services.common.status_names import run_status_value
 from services.common.validation import check_evaluation, check_generation, check_id, check_range
 from services.common.watch import AsyncRedis
 from services.gateway import adapters
-from services.gateway.gateway import Gateway
+from services.gateway.gateway import Gateway, check_placement
 from services.gateway.trainers import CHANNEL_OPTIONS, Channels, comparator_stub, optimizer_stub
 
 
@@ -238,6 +238,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     def StartComparison(self, request, context):
         check_arm_names([arm.name for arm in request.arms])
         check_seeds(request.seeds)
+        check_placement(placement_from_proto(request.placement))
         self.gateway.check_experiment_base(
             codec.spec_from_proto(request.base, "base"),
             [codec.spec_fields(arm.overrides) for arm in request.arms],
@@ -247,6 +248,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     def StartStudy(self, request, context):
         check_range(request.n_trials, 1, 1000, "n_trials")
         check_range(request.parallelism, 0, request.n_trials, "parallelism")
+        check_placement(placement_from_proto(request.placement))
         self.gateway.check_experiment_base(codec.spec_from_proto(request.base, "base"), [])
         return self._unary("StartStudy", request, context)
 
