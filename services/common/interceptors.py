@@ -146,6 +146,8 @@ class _Call:
             )
             context.set_trailing_metadata(tuple(trailing))
             return code, clip(exc.details() or code.name)
+        if isinstance(exc, NotImplementedError):  # a generated servicer's default body (e.g. Health/List)
+            return grpc.StatusCode.UNIMPLEMENTED, "this server does not implement the method"
         log.error("unhandled error", exc_info=exc)
         return grpc.StatusCode.INTERNAL, f"internal error (request id {self.request_id}); see the server log"
 
@@ -252,6 +254,24 @@ def _wrap_stream(method: str, behavior: Callable, streaming_request: bool, limit
                 call.finish()
 
         return handle_async
+
+    if inspect.iscoroutinefunction(behavior):  # a stream written with context.write (grpc_health's Watch)
+
+        async def handle_writer(request: Any, context: Any) -> None:
+            call = _Call(method, context, None if streaming_request else request)
+            try:
+                _check_decoded(request)
+                limit.enter()
+                try:
+                    await behavior(request, context)
+                finally:
+                    limit.leave()
+            except Exception as exc:
+                await call.fail_async(exc, context)
+            finally:
+                call.finish()
+
+        return handle_writer
 
     def handle(request: Any, context: Any) -> Iterator[Any]:
         call = _Call(method, context, None if streaming_request else request)

@@ -294,6 +294,12 @@ class Gateway:
     def _dataset(self, path: str) -> Path:
         if not path:
             raise InvalidArgument("must name a dataset dir (e.g. 'default')", "path")
+        if path.startswith(HUB_PREFIX):  # a hub name is fetched by the trainer that trains on it, not here
+            raise InvalidArgument(
+                f"must be a dataset dir under the data root; hub datasets ({HUB_PREFIX}owner/name) are "
+                "checked by the trainer that downloads them",
+                "path",
+            )
         confine(path, self.roots.data, "path")
         return dataset_dir(path, self.roots, "path")
 

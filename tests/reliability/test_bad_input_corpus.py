@@ -27,6 +27,7 @@ def test_the_corpus_is_big_and_covers_every_public_rpc():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_case(case, input_stack):
+    input_stack.finished()
     before_redis, before_files = redis_state(input_stack), files_state(input_stack)
     outcome = call(case, input_stack)
     assert outcome.code.name == case.code, f"{case.id}: {outcome.code.name} {outcome.details!r}"
