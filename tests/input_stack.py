@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 TOKEN = "suites-token"
+UPLOAD_LIMIT = 200_000  # bytes of uploads per user: the corpus' one upload past it is RESOURCE_EXHAUSTED
 # Rows every split of the broken dataset carries: a good one, then lines the catalog must name.
 BROKEN_ROWS = '{"text": "fine"}\nnot json at all\n{"messages": "not a list"}\n'
 
@@ -22,6 +23,8 @@ def _roots(base: Path, tiny_model: Path, write_chat_dataset: Callable) -> Simple
     models, data, runs, outside = base / "models", base / "data", base / "runs", base / "outside"
     shutil.copytree(tiny_model, models / "tiny-llama")
     (models / "no-config").mkdir()  # a model dir without config.json
+    (models / "broken-config").mkdir()
+    (models / "broken-config" / "config.json").write_text('{"model_type": "llama",\n  oops}\n')
     write_chat_dataset(data / "chat", n_train=16, n_valid=4, n_test=2)
     (data / "broken").mkdir()
     for split in ("train", "valid"):
@@ -70,6 +73,7 @@ def running_input_stack(
         optimizer_address=optimizer.address,
         comparator_address=f"127.0.0.1:{comparator_port}",
         api_token=TOKEN,
+        max_upload_bytes_per_user=UPLOAD_LIMIT,
         **common,
     )
     comparator = start_comparator(
@@ -80,7 +84,6 @@ def running_input_stack(
         optimizer.address,
         roots.experiments,
         roots.data,
-        api_token=TOKEN,
         **common,
     )
     try:

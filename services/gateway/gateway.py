@@ -189,7 +189,11 @@ class Gateway:
         return min(trainers, key=lambda t: (t.busy_slots - t.slots, t.id))
 
     def check_model(self, model: str, field: str = "model") -> Path:
-        return model_dir(model, self.roots, field)
+        path = model_dir(model, self.roots, field)
+        read_model_config(
+            path, field
+        )  # a broken config.json: FAILED_PRECONDITION here, not the trainer's INTERNAL
+        return path
 
     # ---- models and datasets ----
 

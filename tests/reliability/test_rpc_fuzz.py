@@ -59,7 +59,7 @@ def _scalar(field) -> st.SearchStrategy:
     if kind == F.TYPE_STRING:
         return st.one_of(st.text(max_size=24), st.sampled_from(ODD_STRINGS))
     if kind == F.TYPE_BYTES:
-        return st.one_of(st.binary(max_size=64), st.sampled_from([b"{}\n", b"\xff\xfe", b"[" * 50]))
+        return st.one_of(st.binary(max_size=64), st.sampled_from([b"{}\n", b"\xff\xfe", b"[" * 100_000]))
     if kind == F.TYPE_ENUM:
         return st.one_of(st.sampled_from([v.number for v in field.enum_type.values]), st.integers(-3, 99))
     raise AssertionError(f"no strategy for {field.full_name}")
