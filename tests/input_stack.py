@@ -57,7 +57,7 @@ def running_input_stack(
         wait_for,
     )
 
-    from services.common.codec import spec_from_dict
+    from services.common.codec import spec_to_proto
 
     roots = _roots(base, tiny_model, write_chat_dataset)
     prefix = f"in{uuid.uuid4().hex[:6]}:"
@@ -91,7 +91,7 @@ def running_input_stack(
         stub = gateway_pb2_grpc.GatewayStub(gateway.channel)
 
         def submit(spec: dict, **fields) -> str:
-            request = gateway_pb2.SubmitRunRequest(spec=spec_from_dict(spec), **fields)
+            request = gateway_pb2.SubmitRunRequest(spec=spec_to_proto(spec), **fields)
             return stub.SubmitRun(request, timeout=30, metadata=auth).run.id
 
         def status(run_id: str) -> int:
