@@ -127,7 +127,8 @@ def word_tokenizer(out: Path) -> Path:
     return out
 
 
-def gpu_rows(args, work: Path) -> dict:
+def gpu_rows(args, work: Path, done=lambda out: None) -> dict:
+    """Each shape's 1-GPU and N-GPU rows; `done(rows so far)` after each shape (a cut-off call keeps them)."""
     from transformers import AutoTokenizer
 
     from bench.gpu_peers import write_model_dir, write_synthetic
@@ -148,6 +149,7 @@ def gpu_rows(args, work: Path) -> dict:
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "losses"}), flush=True)
         compare(rows)
         out[shape] = rows
+        done(out)
     return out
 
 
@@ -240,45 +242,9 @@ def render_dp(rows: list[dict], label: str) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--samples", type=int, default=200, help="placement samples per trainer count")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument(
-        "--gpus", type=int, default=2, help="cuda: the N of the N-GPU row (1 = baseline only)"
-    )
-    parser.add_argument("--shapes", default="135m,1.5b", help="cuda: model shapes (bench.gpu_peers.SHAPES)")
-    parser.add_argument(
-        "--steps", type=int, default=0, help="optimizer steps per run (default: cpu 8, cuda 12)"
-    )
-    parser.add_argument(
-        "--warmup", type=int, default=0, help="steps left out of tokens/s (default: cpu 2, cuda 4)"
-    )
-    parser.add_argument("--batch-size", type=int, default=16, help="cuda: global batch (rows)")
-    parser.add_argument("--seq-len", type=int, default=512, help="cuda: tokens per row")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds per training run")
-    parser.add_argument("--model", default="", help="cpu: model dir (default: the default model)")
-    parser.add_argument("--data", default="", help="cpu: dataset dir (default: the default dataset)")
-    parser.add_argument("--skip-placement", action="store_true")
-    args = parser.parse_args(argv)
+def save(args, results: dict) -> str:
+    """Write results/{scaling,scaling_gpu}.{json,md} (and to $OUT); returns the markdown."""
     gpu = args.device == "cuda"
-    args.steps = args.steps or (12 if gpu else 6)
-    args.warmup = args.warmup or (4 if gpu else 2)
-    results: dict = {
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip() + f", {os.cpu_count()} cores",
-        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "load": uptime(),
-        "settings": {k: v for k, v in vars(args).items()},
-    }
-    with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
-        if gpu:
-            results["data_parallel"] = gpu_rows(args, Path(tmp))
-        else:
-            label = f"{Path(args.model).name if args.model else 'default model'} (cpu)"
-            results["data_parallel"] = {label: cpu_rows(args, Path(tmp))}
-    if not gpu and not args.skip_placement:
-        results["placement"] = placement_rows(args.samples)
-    results["load_after"] = uptime()
     name = "scaling_gpu" if gpu else "scaling"
     lines = [
         f"# Scaling ({'CUDA, NCCL' if gpu else 'CPU, ring over loopback'})",
@@ -318,7 +284,56 @@ def main(argv: list[str] | None = None) -> int:
         target.mkdir(parents=True, exist_ok=True)
         (target / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
         (target / f"{name}.md").write_text(text)
-    print(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--samples", type=int, default=200, help="placement samples per trainer count")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--gpus", type=int, default=2, help="cuda: the N of the N-GPU row (1 = baseline only)"
+    )
+    parser.add_argument("--shapes", default="135m,1.5b", help="cuda: model shapes (bench.gpu_peers.SHAPES)")
+    parser.add_argument(
+        "--steps", type=int, default=0, help="optimizer steps per run (default: cpu 6, cuda 12)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=0, help="steps left out of tokens/s (default: cpu 2, cuda 4)"
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="cuda: global batch (rows)")
+    parser.add_argument("--seq-len", type=int, default=512, help="cuda: tokens per row")
+    parser.add_argument(
+        "--timeout", type=float, default=0, help="seconds per training run (default: cpu 900, cuda 280)"
+    )
+    parser.add_argument("--model", default="", help="cpu: model dir (default: the default model)")
+    parser.add_argument("--data", default="", help="cpu: dataset dir (default: the default dataset)")
+    parser.add_argument("--skip-placement", action="store_true")
+    args = parser.parse_args(argv)
+    gpu = args.device == "cuda"
+    args.steps = args.steps or (12 if gpu else 6)
+    args.warmup = args.warmup or (4 if gpu else 2)
+    args.timeout = args.timeout or (280 if gpu else 900)  # cuda: one device call is at most 600 s
+    results: dict = {
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip() + f", {os.cpu_count()} cores",
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "load": uptime(),
+        "settings": {k: v for k, v in vars(args).items()},
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
+        if gpu:
+
+            def partial(rows: dict) -> None:
+                save(args, {**results, "data_parallel": rows, "load_after": uptime()})
+
+            results["data_parallel"] = gpu_rows(args, Path(tmp), partial)
+        else:
+            label = f"{Path(args.model).name if args.model else 'default model'} (cpu)"
+            results["data_parallel"] = {label: cpu_rows(args, Path(tmp))}
+    if not gpu and not args.skip_placement:
+        results["placement"] = placement_rows(args.samples)
+    results["load_after"] = uptime()
+    print(save(args, results))
     return 0
 
 
