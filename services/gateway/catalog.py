@@ -427,7 +427,10 @@ def longest_prompt(
 def _fast_tokenizer(path: str) -> Any:
     import tokenizers
 
-    return tokenizers.Tokenizer.from_file(path)
+    try:
+        return tokenizers.Tokenizer.from_file(path)
+    except Exception:  # noqa: BLE001 - the Rust binding raises a bare Exception for a broken file
+        return None  # not checked here; the trainer's tokenizer load names the problem
 
 
 @functools.lru_cache(maxsize=64)
@@ -454,12 +457,11 @@ def _longest_prompt_in(
             lines.append(number)
             parts.extend(texts)
             owners.extend([len(lines) - 1] * len(texts))
-    if not parts:
+    fast = _fast_tokenizer(tokenizer)
+    if not parts or fast is None:
         return None
     counts = [0] * len(lines)
-    for owner, encoding in zip(
-        owners, _fast_tokenizer(tokenizer).encode_batch(parts, add_special_tokens=False), strict=True
-    ):
+    for owner, encoding in zip(owners, fast.encode_batch(parts, add_special_tokens=False), strict=True):
         counts[owner] += len(encoding.ids)
     longest = max(range(len(lines)), key=counts.__getitem__)
     return lines[longest], counts[longest]
@@ -476,7 +478,7 @@ def _prompt_texts(record: dict[str, Any], mask: str) -> list[str]:
             if mask == "assistant"
             else len(roles) - 1 - roles[::-1].index("assistant")
         )
-        return [str(m.get("content") or "").strip() for m in messages[:end] if m.get("content")]
+        return [str(m["content"]).strip() for m in messages[:end] if m.get("content")]
     if isinstance(record.get("prompt"), str) and "completion" in record:
         return [record["prompt"].strip()]
     return []  # text records learn from their first token

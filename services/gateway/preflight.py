@@ -53,7 +53,10 @@ def check_prompts_fit(spec: RunSpec, model: Path, data: Path | str, field: str =
     if not isinstance(data, Path):  # a hub dataset: read by the trainer
         return
     columns = (spec.prompt_field, spec.completion_field, spec.messages_field, spec.system_field)
-    found = catalog.longest_prompt(data, model, spec.mask_prompt, columns)
+    try:
+        found = catalog.longest_prompt(data, model, spec.mask_prompt, columns)
+    except (OSError, ValueError):  # an unreadable split: the trainer (and ValidateDataset) name it
+        return
     if found and found[2] > spec.max_seq_length:
         file, line, tokens = found
         raise InvalidArgument(
