@@ -39,8 +39,8 @@ from services.common.validation import (
 )
 from services.trainer.config import TrainerConfig
 from services.trainer.jobs import Outcome, RunChild, RunJob, RunProcesses, stream_from_child
-from services.trainer.recovery import Attempts, Death, Decision, decide, oom_kills
 from services.trainer.registry import Identity, Registration
+from services.trainer.resumer import Resumer, failure
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,9 @@ class Trainer:
         # Serializes admission (slot check + Redis claim + spawn) so two StartRuns never share a slot.
         self._admit = threading.Lock()
         self._closing = False
-        self._attempts: dict[str, Attempts] = {}  # automatic resumes so far, per run (recovery.py)
+        self.resumer = Resumer(
+            self.id, config, store, self.processes, self._relaunch, closing=lambda: self._closing
+        )
         record = TrainerRecord(
             id=identity.trainer_id,
             address=identity.address,
@@ -415,10 +417,10 @@ class Trainer:
                         **common,
                     )
                 else:
-                    decision = self._recovery(job, outcome)
-                    if decision.resume and self._resume_later(job, decision):
+                    decision = self.resumer.decide(job, outcome)
+                    if decision.resume and self.resumer.resume_later(job, decision):
                         return
-                    error = _failure(error or outcome.crash_error(), decision)
+                    error = failure(error or outcome.crash_error(), decision)
                     self.store.transition(
                         run_id,
                         "FAILED",
@@ -427,7 +429,7 @@ class Trainer:
                         reason="run process failed",
                         **common,
                     )
-                self._attempts.pop(run_id, None)
+                self.resumer.forget(run_id)
                 log.info("run ended", extra={"exitcode": outcome.exitcode})
             except TransitionRefused as exc:
                 self.store.release_slot(self.id, run_id)
@@ -435,59 +437,7 @@ class Trainer:
                     "run outcome not recorded: status changed meanwhile", extra={"current": exc.current}
                 )
 
-    # ---- automatic resume of a dead run process (recovery.py decides) ----
-
-    def _recovery(self, job: RunJob, outcome: Outcome) -> Decision:
-        now, before = oom_kills(), job.oom_kills_at_start
-        death = Death(
-            outcome.exitcode,
-            outcome.error,
-            memory_capped=bool(job.child.memory_limit_bytes),
-            oom_killed=now is not None and before is not None and now > before,
-        )
-        spec = job.child.spec
-        batch, accumulation = spec.batch_size, spec.grad_accumulation
-        if not batch:  # batch_size auto: what the engine chose is in the run dir's spec.json
-            batch, accumulation = _trained_batch(Path(job.child.run_dir), accumulation)
-        return decide(
-            death,
-            batch,
-            accumulation,
-            self._attempts.get(job.run_id, Attempts()),
-            self.config.memory_retries,
-            self.config.crash_retries,
-            self.config.recovery_backoff,
-            job.child.workers,
-        )
-
-    def _resume_later(self, job: RunJob, decision: Decision) -> bool:
-        """Keep the run's slot, mark it RESUMING with the reason (the event the UI and CLI show), and start it
-        again from its newest checkpoint after the decision's delay."""
-        run_id = job.run_id
-        if self._closing or not self.processes.hold(run_id, job.child.workers):
-            return False
-        try:
-            self.store.transition(
-                run_id,
-                "RESUMING",
-                only_from=["RUNNING"],
-                expect_trainer=self.id,
-                set_fields={
-                    "trainer_resumes": decision.attempts.memory + decision.attempts.crashes,
-                    "micro_batch": f"{decision.batch_size}x{decision.grad_accumulation}",
-                },
-                reason=decision.reason,
-            )
-        except BaseException:
-            self.processes.release_hold(run_id)
-            raise
-        self._attempts[run_id] = decision.attempts
-        log.warning("resuming a dead run process", extra={"reason": decision.reason})
-        overrides = {"batch_size": decision.batch_size, "grad_accumulation": decision.grad_accumulation}
-        timer = threading.Timer(decision.delay_seconds, self._relaunch, args=(run_id, overrides))
-        timer.daemon = True
-        timer.start()
-        return True
+    # ---- automatic resume of a dead run process (resumer.py keeps count, recovery.py decides) ----
 
     def _relaunch(self, run_id: str, overrides: dict[str, Any]) -> None:
         with run_context(run_id), self._admit:
@@ -620,25 +570,6 @@ class _Slot:
 
     def __exit__(self, *exc: object) -> None:
         self.semaphore.release()
-
-
-def _failure(error: dict[str, str], decision: Decision) -> dict[str, str]:
-    """The FAILED error of a run the recovery gave up on: its reason, which says what was tried."""
-    if decision.memory:
-        return {"code": "RESOURCE_EXHAUSTED", "field": "spec.batch_size", "message": decision.reason}
-    if decision.attempts.crashes or "killed" in decision.reason:
-        return {**error, "message": decision.reason}
-    return error
-
-
-def _trained_batch(run_dir: Path, accumulation: int) -> tuple[int, int]:
-    import json
-
-    try:
-        saved = json.loads((run_dir / "spec.json").read_text())
-        return int(saved["batch_size"]), int(saved["grad_accumulation"])
-    except (OSError, ValueError, KeyError):
-        return 0, accumulation  # died before the engine chose: nothing to halve
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
