@@ -16,6 +16,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.generate import stream_generate
 from mlx_lm.utils import load as mlx_load
 
+from services.common.files import write_atomic
 from services.common.memory import BatchChoice, choose_batch, predict_for_model
 from services.common.spec import RunSpec
 
@@ -96,9 +97,7 @@ def resolve_batch(spec: RunSpec, choice: BatchChoice) -> RunSpec:
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop records logged after the checkpoint we resume from: they will be produced again, identically."""
     kept = [r for r in read_metrics(path) if r.get("kind") in ("step", "eval") and r["step"] <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    tmp.replace(path)
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def train(

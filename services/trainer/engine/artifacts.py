@@ -12,6 +12,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm.utils import dequantize_model, load, save
 
+from services.common.files import replacing
 from services.common.spec import RunSpec
 
 from .errors import ModelError
@@ -24,9 +25,8 @@ ADAPTER_CONFIG = "adapter_config.json"
 def save_adapter(run_dir: Path, model: nn.Module, spec: RunSpec, prepared: PreparedModel) -> int:
     """Writes the trainable weights and their config atomically; returns the weights' size in bytes."""
     weights = dict(tree_flatten(model.trainable_parameters()))
-    tmp = run_dir / f".{ADAPTER_FILE}.tmp.safetensors"
-    mx.save_safetensors(str(tmp), weights)
-    tmp.replace(run_dir / ADAPTER_FILE)
+    with replacing(run_dir / ADAPTER_FILE) as tmp:
+        mx.save_safetensors(str(tmp), weights)
     write_json_atomic(run_dir / ADAPTER_CONFIG, adapter_config(spec, prepared))
     return (run_dir / ADAPTER_FILE).stat().st_size
 

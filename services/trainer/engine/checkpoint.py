@@ -5,7 +5,6 @@ replaced), so a run killed at any instant leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,6 +13,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_unflatten
+
+from services.common.files import fsync_dir, replacing_dir, write_atomic
 
 from .errors import CheckpointError
 
@@ -37,36 +38,21 @@ def checkpoints_dir(run_dir: Path) -> Path:
     return run_dir / "checkpoints"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save(run_dir: Path, model: nn.Module, optimizer: optim.Optimizer, progress: Progress, spec: dict) -> Path:
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{progress.step:07d}"
-    tmp = root / f".tmp-{name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    mx.save_safetensors(str(tmp / "weights.safetensors"), dict(tree_flatten(model.trainable_parameters())))
-    mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
-    rng = [int(x) for x in mx.random.state[0].tolist()]
-    state = {"progress": asdict(progress), "rng": rng, "spec": spec}
-    (tmp / "state.json").write_text(json.dumps(state))
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
     final = root / name
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    pointer = root / ".latest.tmp"
-    pointer.write_text(name)
-    os.replace(pointer, root / "latest")
-    _fsync_dir(root)
+    with replacing_dir(final) as tmp:
+        mx.save_safetensors(
+            str(tmp / "weights.safetensors"), dict(tree_flatten(model.trainable_parameters()))
+        )
+        mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
+        rng = [int(x) for x in mx.random.state[0].tolist()]
+        state = {"progress": asdict(progress), "rng": rng, "spec": spec}
+        (tmp / "state.json").write_text(json.dumps(state))
+    write_atomic(root / "latest", name)
+    fsync_dir(root)
     older = sorted(p for p in root.glob("step_*") if p.name != name)
     for old in older[: max(0, len(older) - (KEEP - 1))]:
         shutil.rmtree(old, ignore_errors=True)

@@ -18,6 +18,7 @@ from mlx_lm.tuner.utils import linear_to_lora_layers
 from mlx_lm.utils import get_total_parameters
 from mlx_lm.utils import load as mlx_load
 
+from services.common.files import write_atomic
 from services.common.paths import DEFAULT_QUANTIZED_MODEL_NAME, default_model
 from services.common.spec import RunSpec
 
@@ -152,9 +153,7 @@ def adapter_config(spec: RunSpec, prepared: PreparedModel) -> dict:
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(value, indent=2))
 
 
 # ---- forward pass with packed rows ------------------------------------------------------------------

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from services.common.files import write_atomic
 from services.trainer.engine.tasks.extraction_generate import (
     FEATURES,
     ExtractionSample,
@@ -100,10 +100,10 @@ def write_dataset(
     splits = build_splits(seed, n_train, n_valid, n_test)
     paths = {split: out_dir / f"{split}.jsonl" for split in SPLITS}
     for split in ("test", "valid"):
-        _write_atomic(paths[split], _jsonl(splits[split]))
+        write_atomic(paths[split], _jsonl(splits[split]))
     metadata = _metadata(seed, splits)
-    _write_atomic(out_dir / "dataset.json", json.dumps(metadata, indent=2) + "\n")
-    _write_atomic(paths["train"], _jsonl(splits["train"]))
+    write_atomic(out_dir / "dataset.json", json.dumps(metadata, indent=2) + "\n")
+    write_atomic(paths["train"], _jsonl(splits["train"]))
     return paths
 
 
@@ -148,19 +148,6 @@ def _metadata(seed: int, splits: dict[str, list[ExtractionSample]]) -> dict[str,
 
 def _jsonl(samples: list[ExtractionSample]) -> str:
     return "".join(json.dumps(sample.to_chat()) + "\n" for sample in samples)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    # A per-process temporary name in the same directory (so the rename stays on one filesystem), opened
-    # plainly so the file gets the usual umask permissions rather than mkstemp's private ones.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> None:
