@@ -129,3 +129,27 @@ def test_grad_checkpoint_saves_what_the_memory_model_predicts(default_model, cha
           f"saving {measured / 2**20:.0f} MiB measured, {expected / 2**20:.0f} MiB predicted")  # fmt: skip
     assert measured > 0.1 * peaks[False]
     assert abs(measured - expected) <= 0.25 * expected
+
+
+def test_a_loops_loss_is_its_validation_loss_too(tiny_model, chat_data, tmp_path):
+    """Loop(loss=...) changes validation as well as the step (a new objective is judged, and early-stopped,
+    by itself): a doubled cross-entropy reports twice the default loss over the same valid batches."""
+    from services.trainer.engine.callbacks import TrainingCallback
+    from services.trainer.engine.checkpoint import Progress
+    from services.trainer.engine.evaluation import loss_over
+    from services.trainer.engine.metrics import MetricsLog
+
+    spec, model, splits = prepared(tiny_model, chat_data, "lora", val_batches=2)
+
+    def doubled(model, *arrays):
+        loss, ntoks = losses.cross_entropy(model, *arrays)
+        return 2 * loss, ntoks
+
+    optimizer = build_optimizer(spec)
+    optimizer.init(model.trainable_parameters())
+    metrics = MetricsLog(tmp_path / "metrics.jsonl")
+    loop = Loop(spec, model, optimizer, splits["train"], splits["valid"], tmp_path, Progress(),
+                TrainingCallback(), metrics, loss=doubled)  # fmt: skip
+    plain = loss_over(model, loop.valid_plan, spec.val_batches).loss
+    assert loop.evaluate().valid_loss == pytest.approx(2 * plain, rel=1e-5)
+    metrics.close()

@@ -70,12 +70,18 @@ class LossOver:
 
 
 def loss_over(
-    model: nn.Module, plan: BatchPlan, max_batches: int, progress: Progress | None = None
+    model: nn.Module,
+    plan: BatchPlan,
+    max_batches: int,
+    progress: Progress | None = None,
+    loss: Callable | None = None,
 ) -> LossOver:
-    """Token-weighted mean loss over the first max_batches (-1 = all) batches of a split, in order."""
+    """Token-weighted mean `loss` (default: the engine's cross-entropy) over the first max_batches (-1 = all)
+    batches of a split, in order."""
     from .methods import loss_fn
     from .training import to_device
 
+    loss = loss or loss_fn
     was_training = model.training
     model.eval()
     total_batches = plan.batches_per_epoch(shuffle=False)
@@ -83,8 +89,8 @@ def loss_over(
         total_batches = min(total_batches, max_batches)
     total, ntoks, samples = mx.array(0.0), mx.array(0.0), 0
     for done, batch in enumerate(plan.epoch_batches(shuffle=False, limit=total_batches), start=1):
-        loss, n = loss_fn(model, *to_device(batch))
-        total, ntoks = total + loss * n, ntoks + n
+        value, n = loss(model, *to_device(batch))
+        total, ntoks = total + value * n, ntoks + n
         mx.eval(total, ntoks)
         samples += (
             sum(len(set(row[row > 0].tolist())) for row in batch.segments)

@@ -294,7 +294,8 @@ class Loop:
     def evaluate(self) -> EvalMetrics:
         tic = time.perf_counter()
         report = lambda done, total: self.callback.on_progress("valid", done, total, "batches")  # noqa: E731
-        loss = loss_over(self.model, self.valid_plan, self.spec.val_batches, report).loss
+        # The loop's own objective: a pluggable loss is judged (and early-stopped) by itself.
+        loss = loss_over(self.model, self.valid_plan, self.spec.val_batches, report, self.loss).loss
         p = self.progress
         p.last_valid_loss = loss
         if loss < p.best_valid_loss - self.spec.early_stopping_min_delta:
