@@ -153,6 +153,8 @@ def test_a_spec_crosses_as_its_given_fields():
     # An override of the method takes that method's default rate, not the base's.
     assert spec.overlay({"method": "full"}).learning_rate == 1e-4
     assert spec.replace(method="full").learning_rate == 2e-3  # replace keeps every field as it is
+    resolved = spec.at("/models/m", "/data/d")  # paths as one machine resolves them; the rest as given
+    assert resolved.given() == {"method": "lora", "iters": 100, "model": "/models/m", "data": "/data/d"}
     with pytest.raises(InvalidArgument) as error:
         codec.spec_from_proto(codec.spec_to_proto({"rank": 0}), "base")
     assert error.value.field == "base.rank"

@@ -229,6 +229,14 @@ class RunSpec:
         (an arm that overrides the method gets that method's default learning rate)."""
         return RunSpec.from_dict({**self.given(), **overrides})
 
+    def at(self, model: str, data: str) -> RunSpec:
+        """This spec with its model and data as resolved on one machine; the rules do not look at paths, so
+        it is not checked again."""
+        out = dataclasses.replace(self, model=model, data=data)
+        if self._given is not None:
+            out._given = tuple(dict.fromkeys((*self._given, "model", "data")))
+        return out
+
     def given(self) -> dict[str, Any]:
         """The fields the submitter set (the rest default): what a run's record keeps and a message carries."""
         if self._given is None:

@@ -206,4 +206,4 @@ def check_spec(spec: RunSpec, roots: Roots, field: str = "spec", must_exist: boo
     if must_exist:
         model_dir(spec.model, roots, f"{field}.model")
         dataset_dir(spec.data, roots, f"{field}.data")
-    return spec.overlay({"model": str(model), "data": str(data)})
+    return spec.at(str(model), str(data))
