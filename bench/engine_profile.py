@@ -21,8 +21,8 @@ import numpy as np
 from mlx.utils import tree_unflatten
 
 from bench.engine_peers import best_of
+from services.common.datasets.samples import BatchPlan, load_dataset
 from services.common.spec import RunSpec
-from services.trainer.engine.datasets import BatchPlan, load_dataset
 from services.trainer.engine.methods import (
     PackedMask,
     apply_method,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from mlx_lm.utils import load as mlx_load
 
-from services.trainer.engine.datasets import BatchPlan, load_dataset, load_split, pack_rows
+from services.common.datasets.samples import BatchPlan, load_dataset, load_split, pack_rows
 from services.trainer.engine.errors import DatasetError
 from services.trainer.engine.methods import loss_fn
 

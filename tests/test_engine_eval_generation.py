@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import math
 
+from services.common.datasets.samples import reference_answer
+from services.common.datasets.sources import read_jsonl
 from services.common.spec import RunSpec
 from services.trainer.engine.api import train
 from services.trainer.engine.callbacks import TrainingCallback
-from services.trainer.engine.datasets import reference_answer
-from services.trainer.engine.sources import read_jsonl
 
 
 class Evals(TrainingCallback):

@@ -11,11 +11,11 @@ import datasets
 import pytest
 from transformers import AutoTokenizer
 
+from services.common.datasets.layouts import Columns
+from services.common.datasets.samples import encode, load_dataset
 from services.common.spec import RunSpec
 from services.gateway import catalog
-from services.trainer.engine.datasets import encode, load_dataset
 from services.trainer.engine.errors import DatasetError
-from services.trainer.engine.layouts import Columns
 
 ALPACA = [
     {

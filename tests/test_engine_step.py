@@ -10,10 +10,10 @@ from mlx.utils import tree_flatten
 from mlx_lm.tuner.dora import DoRALinear
 from mlx_lm.tuner.lora import LoRALinear
 
+from services.common.datasets.samples import BatchPlan, load_dataset
 from services.common.memory import predict_for_model
 from services.common.spec import RunSpec
 from services.trainer.engine import losses
-from services.trainer.engine.datasets import BatchPlan, load_dataset
 from services.trainer.engine.methods import apply_method, load_base
 from services.trainer.engine.training import Loop, build_optimizer, to_device
 

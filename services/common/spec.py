@@ -25,7 +25,7 @@ METHODS = ("lora", "dora", "qlora", "full")
 SCHEDULES = ("cosine", "linear", "constant")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 TRACKERS = ("tensorboard", "mlflow", "wandb")
-# Which tokens of a sample carry the loss (services/trainer/engine/datasets.py applies it).
+# Which tokens of a sample carry the loss (services/common/datasets/samples.py applies it).
 MASK_MODES = ("assistant", "last_assistant", "none")
 MAX_WORKERS = 64  # data-parallel processes of one run
 AUTO_BATCH = 0  # batch_size "auto": the engine picks the micro-batch from the memory model

@@ -145,7 +145,7 @@ def model_dir(value: str, roots: Roots, field: str = "spec.model", must_exist: b
     return path
 
 
-# What the engine reads as a split (services/trainer/engine/sources.py), and a `save_to_disk` dir's marker.
+# What the engine reads as a split (services/common/datasets/sources.py), and a `save_to_disk` dir's marker.
 DATASET_SUFFIXES = (".jsonl", ".parquet", ".arrow", ".json", ".csv")
 HUB_PREFIX = "hf:"
 

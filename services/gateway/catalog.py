@@ -1,8 +1,8 @@
 """What the gateway can tell about models and datasets on disk (no gRPC): model dirs under the models root,
 dataset dirs under the data root, a line-by-line dataset check, and a preview with token counts.
 
-Record rules and tokenization are the engine's (services/trainer/engine/datasets.py), so what the gateway
-accepts is what training accepts.
+Record rules and tokenization are the ones training uses (services/common/datasets/samples.py), so what
+the gateway accepts is what training accepts.
 """
 
 from __future__ import annotations
@@ -144,8 +144,8 @@ def _warn_once(path: Path, problem: str) -> None:
 
 
 def _split_files(path: Path) -> dict[str, Path]:
+    from services.common.datasets.sources import split_files
     from services.common.errors import DatasetError
-    from services.trainer.engine.sources import split_files
 
     try:
         return split_files(path)
@@ -155,7 +155,7 @@ def _split_files(path: Path) -> dict[str, Path]:
 
 def _rows(path: Path) -> int:
     if path.suffix != ".jsonl":
-        from services.trainer.engine.sources import read_rows
+        from services.common.datasets.sources import read_rows
 
         return len(read_rows(path))
     with open(path, "rb") as fh:
@@ -164,10 +164,10 @@ def _rows(path: Path) -> int:
 
 def _format_of(path: Path) -> str:
     """The engine format of the file's first row, after the engine's layout mapping ("" when unreadable)."""
+    from services.common.datasets.layouts import Columns, normalize
+    from services.common.datasets.samples import FORMATS
+    from services.common.datasets.sources import read_rows
     from services.common.errors import DatasetError
-    from services.trainer.engine.datasets import FORMATS
-    from services.trainer.engine.layouts import Columns, normalize
-    from services.trainer.engine.sources import read_rows
 
     try:
         number, record = _first_row(path) if path.suffix == ".jsonl" else read_rows(path)[0]
@@ -178,7 +178,7 @@ def _format_of(path: Path) -> str:
 
 
 def _first_row(path: Path) -> tuple[int, dict]:
-    from services.trainer.engine.sources import parse_line
+    from services.common.datasets.sources import parse_line
 
     with open(path, encoding="utf-8", errors="replace") as fh:
         for number, line in enumerate(fh, start=1):
@@ -214,9 +214,9 @@ def list_datasets(root: Path) -> list[DatasetInfo]:
 
 def validate_dataset(path: Path, max_problems: int = 50) -> tuple[bool, list[DatasetProblem]]:
     """Every line of every split: JSON object, one known format per file, the engine's per-record rules."""
+    from services.common.datasets.samples import check_record, detect_format
+    from services.common.datasets.sources import parse_line
     from services.common.errors import DatasetError
-    from services.trainer.engine.datasets import check_record, detect_format
-    from services.trainer.engine.sources import parse_line
 
     problems: list[DatasetProblem] = []
 
@@ -257,10 +257,10 @@ def validate_dataset(path: Path, max_problems: int = 50) -> tuple[bool, list[Dat
 
 def _validate_table(file: Path, add) -> bool:
     """A parquet/arrow/json/csv split, row by row, through the engine's reader, layouts and record rules."""
+    from services.common.datasets.layouts import Columns, normalize
+    from services.common.datasets.samples import check_record, detect_format
+    from services.common.datasets.sources import read_rows
     from services.common.errors import DatasetError
-    from services.trainer.engine.datasets import check_record, detect_format
-    from services.trainer.engine.layouts import Columns, normalize
-    from services.trainer.engine.sources import read_rows
 
     try:
         rows = read_rows(file)
@@ -357,9 +357,9 @@ def _load_tokenizer(model_dir: str) -> Any:
 def preview_dataset(path: Path, split: str, rows: int, model_dir: Path) -> tuple[list[PreviewRow], int]:
     """The first `rows` records of a split with their prompt/completion token counts under the model's
     tokenizer and chat template, and the split's row count."""
-    from services.trainer.engine.datasets import check_record, detect_format, encode
-    from services.trainer.engine.layouts import Columns, normalize
-    from services.trainer.engine.sources import parse_line, read_rows
+    from services.common.datasets.layouts import Columns, normalize
+    from services.common.datasets.samples import check_record, detect_format, encode
+    from services.common.datasets.sources import parse_line, read_rows
 
     file = _split_files(path).get(split, path / f"{split}.jsonl")
     tokenizer = _tokenizer(str(model_dir))
@@ -405,7 +405,7 @@ def longest_prompt(
     nothing can be said (mask "none", text records, no tokenizer.json, non-JSONL splits). Cached per file
     version: a submit pays it once per dataset. `columns`: the spec's (prompt, completion, messages, system)
     fields."""
-    from services.trainer.engine.datasets import mask_mode
+    from services.common.datasets.samples import mask_mode
 
     mask = mask_mode(mask)
     if mask == "none" or not (model / "tokenizer.json").is_file():
@@ -437,9 +437,9 @@ def _fast_tokenizer(path: str) -> Any:
 def _longest_prompt_in(
     file: str, _mtime: int, _size: int, tokenizer: str, mask: str, fields: tuple[str, ...], max_rows: int
 ) -> tuple[int, int] | None:
+    from services.common.datasets.layouts import Columns, normalize
+    from services.common.datasets.sources import parse_line
     from services.common.errors import DatasetError
-    from services.trainer.engine.layouts import Columns, normalize
-    from services.trainer.engine.sources import parse_line
 
     columns = Columns(*fields)
     lines, parts, owners = [], [], []

@@ -202,9 +202,9 @@ class Run:
     # ---- the loop ----
 
     def train(self) -> dict[str, Any]:
-        from services.trainer.engine.datasets import BatchPlan, load_dataset
-        from services.trainer.engine.layouts import Columns
-        from services.trainer.engine.metrics import perplexity
+        from services.common.datasets.layouts import Columns
+        from services.common.datasets.samples import BatchPlan, load_dataset
+        from services.common.datasets.scoring import perplexity
 
         spec, torch = self.spec, self.torch
         wall_start = time.perf_counter()
@@ -358,8 +358,8 @@ class Run:
 
     def score(self, split) -> dict[str, Any] | None:
         """Greedy answers to the test prompts, scored by the engine's task scorer."""
-        from services.trainer.engine.datasets import prompt_messages, reference_answer
-        from services.trainer.engine.evaluation import scorer, task_name
+        from services.common.datasets.samples import prompt_messages, reference_answer
+        from services.common.datasets.scoring import scorer, task_name
 
         spec, torch = self.spec, self.torch
         if split.format == "text" or spec.test_samples <= 0:

@@ -16,6 +16,8 @@ from mlx.utils import tree_flatten
 from mlx_lm.generate import stream_generate
 from mlx_lm.utils import load as mlx_load
 
+from services.common.datasets.layouts import Columns
+from services.common.datasets.samples import BatchPlan, load_dataset
 from services.common.files import write_atomic
 from services.common.memory import BatchChoice, choose_batch, predict_for_model
 from services.common.spec import RunSpec
@@ -24,11 +26,9 @@ from . import checkpoint, distributed
 from .artifacts import save_adapter
 from .blas import coretype_warning
 from .callbacks import TrainingCallback
-from .datasets import BatchPlan, load_dataset
 from .errors import CheckpointError, OutOfMemory
 from .evaluation import loss_over, score_split
 from .hardware import backend_label, detect_hardware
-from .layouts import Columns
 from .methods import apply_method, load_base, parameter_counts, write_json_atomic
 from .metrics import MetricsLog, RunResult, perplexity, read_metrics
 from .training import Loop, build_optimizer, evaluate_loss

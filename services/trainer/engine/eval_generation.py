@@ -10,8 +10,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from services.common.datasets.samples import Split, reference_answer
+
 from .callbacks import TrainingCallback
-from .datasets import Split, reference_answer
 from .evaluation import generate_answers, scorer, task_name
 
 EVAL_SAMPLES_FILE = "eval_samples.jsonl"

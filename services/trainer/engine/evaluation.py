@@ -8,7 +8,6 @@ exact match plus per-field accuracy). Other chat/completion data gets whitespace
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.generate import BatchGenerator
 
-from .datasets import BatchPlan, Split, prompt_messages, reference_answer
+from services.common.datasets.samples import BatchPlan, Split, prompt_messages, reference_answer
+from services.common.datasets.scoring import scorer, task_name  # noqa: F401 - the engine's names for them
+
 from .metrics import TaskScore
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -28,38 +29,6 @@ Progress = Callable[[int, int], None]  # (done, total)
 # little per row (not yet measured here); 64 answers of 160 tokens keep ~0.7 GB of KV cache for SmolLM2-135M.
 GENERATION_BATCH = 64
 PREFILL_BATCH = 16
-
-
-def task_name(data_dir: Path) -> str:
-    meta = Path(data_dir) / "dataset.json"
-    if meta.exists():
-        try:
-            info = json.loads(meta.read_text())
-            return str(info.get("task") or info.get("name"))
-        except (ValueError, AttributeError):
-            pass  # an unreadable description only costs the task-specific scorer
-    return "exact_match"
-
-
-def _exact_match(predictions: list[str], references: list[str]) -> dict[str, Any]:
-    hits = sum(" ".join(p.split()) == " ".join(r.split()) for p, r in zip(predictions, references))
-    return {"exact_match": hits / max(1, len(references)), "field_accuracy": {}, "parse_rate": 1.0}
-
-
-def scorer(task: str) -> Callable[[list[str], list[str]], dict[str, Any]]:
-    if task == "extraction":
-        from .tasks.extraction import score
-
-        def extraction(predictions: list[str], references: list[str]) -> dict[str, Any]:
-            result = score(predictions, references)
-            return {
-                "exact_match": result.exact_match,
-                "field_accuracy": dict(result.field_accuracy),
-                "parse_rate": result.parse_rate,
-            }
-
-        return extraction
-    return _exact_match
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from services.common.datasets.scoring import perplexity  # noqa: F401 - the engine's name for it
 
 
 @dataclass(frozen=True)
@@ -96,11 +97,6 @@ class RunResult:
         if values.get("task"):
             values["task"] = TaskScore(**values["task"])
         return cls(**values)
-
-
-def perplexity(loss: float) -> float:
-    # exp overflows past ~709; a diverged run reports inf rather than crashing the report.
-    return math.exp(loss) if loss < 700 else math.inf
 
 
 class MetricsLog:

@@ -23,11 +23,11 @@ import numpy as np
 import psutil
 from mlx.utils import tree_map
 
+from services.common.datasets.samples import Batch, BatchPlan, Split
 from services.common.spec import RunSpec
 
 from . import checkpoint
 from .callbacks import TrainingCallback
-from .datasets import Batch, BatchPlan, Split
 from .distributed import CANCEL, EARLY_STOP, GO, World
 from .errors import TrainingDiverged
 from .evaluation import loss_over

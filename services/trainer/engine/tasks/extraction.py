@@ -15,14 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from services.common.files import write_atomic
-from services.trainer.engine.tasks.extraction_generate import (
-    FEATURES,
-    ExtractionSample,
-    estimated_tokens,
-    generate_sample,
-)
-from services.trainer.engine.tasks.extraction_schema import (
+from services.common.datasets.extraction_schema import (
     FIELDS,
     SCHEMA,
     SYSTEM_PROMPT,
@@ -30,11 +23,18 @@ from services.trainer.engine.tasks.extraction_schema import (
     TASK_VERSION,
     canonical_json,
 )
-from services.trainer.engine.tasks.extraction_score import (
+from services.common.datasets.extraction_score import (
     SCORER_NAME,
     ExtractionScore,
     parse_prediction,
     score,
+)
+from services.common.files import write_atomic
+from services.trainer.engine.tasks.extraction_generate import (
+    FEATURES,
+    ExtractionSample,
+    estimated_tokens,
+    generate_sample,
 )
 
 __all__ = [

@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.common.datasets.extraction_schema import SYSTEM_PROMPT, canonical_json
 from services.trainer.engine.tasks import extraction_vocab as vocab
-from services.trainer.engine.tasks.extraction_schema import SYSTEM_PROMPT, canonical_json
 
 # How often each difficulty appears. Tuned so that every feature is common enough to learn from a
 # thousand samples and the hard combinations (three records with distractors) stay a minority.

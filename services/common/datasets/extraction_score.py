@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.trainer.engine.tasks.extraction_schema import FIELDS
+from services.common.datasets.extraction_schema import FIELDS
 
 SCORER_NAME = "extraction_exact_match"
 

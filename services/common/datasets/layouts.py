@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import DatasetError
+from services.common.errors import DatasetError
 
 SHAREGPT_ROLES = {
     "human": "user",

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DatasetError
+from services.common.errors import DatasetError
+
 from .layouts import Columns, normalize
 from .sources import Rows, is_hub_name, is_saved_dataset, read_hub, read_rows, read_saved, split_files
 from .sources import read_jsonl as read_jsonl

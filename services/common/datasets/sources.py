@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import DatasetError
+from services.common.errors import DatasetError
 
 HUB_PREFIX = "hf:"
 # file suffix -> the `datasets` builder that reads it
