@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from peftlab.v1 import trainer_pb2
 
 from services.common import codec
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, NotFound
+from services.common.records import RunRecord
 from services.common.redis_store import RunStore
 from services.common.status_names import RUN_STATUSES, run_status_name
 from services.common.validation import check_id, page_size
@@ -32,6 +33,15 @@ def list_runs(store: RunStore, request: trainer_pb2.ListRunsRequest) -> trainer_
         experiment_id=request.experiment_id,
     )
     return trainer_pb2.ListRunsResponse(runs=[codec.run_to_proto(r) for r in records], next_page_token=token)
+
+
+async def get_run(events: AsyncRedis, store: RunStore, run_id: str) -> RunRecord:
+    """A run's record read over redis.asyncio: GetRun, the most frequent call, then needs no pool thread."""
+    check_id(run_id, "run_id")
+    values = await events.client().hgetall(store.run_key(run_id))
+    if not values:
+        raise NotFound(f"no run {run_id!r}", "run_id")
+    return RunRecord.from_hash(values)
 
 
 async def watch_run(

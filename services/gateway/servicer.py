@@ -3,6 +3,7 @@ or the comparator, encode. Downstream calls carry the request id and at most the
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 
@@ -16,7 +17,7 @@ from services.common.errors import InvalidArgument
 from services.common.experiment_rules import check_arm_names, check_seeds
 from services.common.interceptors import downstream_timeout, outgoing_metadata
 from services.common.messages import placement_from_proto
-from services.common.run_rpcs import list_runs, watch_run
+from services.common.run_rpcs import get_run, list_runs, watch_run
 from services.common.status_names import run_status_value
 from services.common.validation import check_evaluation, check_generation, check_id, check_range
 from services.common.watch import AsyncRedis
@@ -53,11 +54,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         )
         return gateway_pb2.SubmitRunResponse(run=codec.run_to_proto(record))
 
-    def GetRun(self, request, context):
-        check_id(request.run_id, "run_id")
-        record = self.store.get_run(request.run_id)
+    async def GetRun(self, request, context):
+        # A coroutine on the server's loop: no hop to the unary pool and back (bench/load.py: GetRun p99).
+        record = await get_run(self.events, self.store, request.run_id)
         run = codec.run_to_proto(record)
-        run.waiting = self.gateway.waiting_reason(record)
+        if record.status == "RESUMING" and not record.trainer:  # rare: reads the trainer registry
+            run.waiting = await asyncio.to_thread(self.gateway.waiting_reason, record)
         return trainer_pb2.GetRunResponse(run=run)
 
     def ListRuns(self, request, context):

@@ -23,6 +23,12 @@ class OptimizerConfig:
     max_workers: int = env_field(
         8, "gRPC worker threads (requests computed at once).", "PEFTLAB_OPTIMIZER_MAX_WORKERS"
     )
+    suggest_processes: int = env_field(
+        0,
+        "Processes that compute Suggest (the GP is Python-heavy, so threads of one process share one core); "
+        "0 = one per CPU core (at most 4), 1 = in the server process.",
+        "PEFTLAB_OPTIMIZER_PROCESSES",
+    )
     shutdown_grace: float = env_field(10.0, "Seconds in-flight requests get to finish on SIGTERM.")
     log_level: str = env_field("INFO", "Log level.")
     log_format: str = env_field("text", "text (key=value) or json.")
