@@ -9,9 +9,10 @@ Layout, under `<run_dir>/export/`: `fused/` (config.json, model.safetensors, tok
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from services.common.files import replacing_dir
 
 from .artifacts import fuse
 from .errors import ModelError
@@ -83,22 +84,18 @@ def export_run(run_dir: Path, out_dir: Path | None = None) -> Exported:
 
     run_dir = Path(run_dir)
     out = Path(out_dir or run_dir / EXPORT_DIR)
-    staging = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    fused_dir = fuse(run_dir, staging / "fused", dequantize=True)  # GGUF takes float weights
-    config = json.loads((fused_dir / "config.json").read_text())
-    if config.get("model_type") not in GGUF_MODEL_TYPES:
-        shutil.rmtree(staging)
-        raise ModelError(
-            f"GGUF export supports {', '.join(GGUF_MODEL_TYPES)} models; this one is {config.get('model_type')!r}"
-        )
-    model, _ = load_model(fused_dir)
-    weights = dict(tree_flatten(model.parameters()))
-    convert_to_gguf(fused_dir, weights, config, str(staging / "model.gguf"))
-    (staging / "Modelfile").write_text(modelfile_text("model.gguf", _chat_template(fused_dir)))
-    shutil.rmtree(out, ignore_errors=True)
-    staging.replace(out)
+    with replacing_dir(out) as staging:
+        fused_dir = fuse(run_dir, staging / "fused", dequantize=True)  # GGUF takes float weights
+        config = json.loads((fused_dir / "config.json").read_text())
+        if config.get("model_type") not in GGUF_MODEL_TYPES:
+            raise ModelError(
+                f"GGUF export supports {', '.join(GGUF_MODEL_TYPES)} models; "
+                f"this one is {config.get('model_type')!r}"
+            )
+        model, _ = load_model(fused_dir)
+        weights = dict(tree_flatten(model.parameters()))
+        convert_to_gguf(fused_dir, weights, config, str(staging / "model.gguf"))
+        (staging / "Modelfile").write_text(modelfile_text("model.gguf", _chat_template(fused_dir)))
     return Exported(out / "fused", out / "model.gguf", out / "Modelfile")
 
 
