@@ -97,6 +97,38 @@ def test_events_append_only_for_the_current_attempt(store):
     assert store.append_event("a", "step", {"step": 3}, attempt=1) is None
 
 
+def test_a_numbered_event_is_recorded_once_per_attempt(store):
+    _trainer(store)
+    store.create_run(RunRecord(id="a"), claim="t1")
+    store.transition("a", "RUNNING", set_fields={"attempt": 1})
+    first = store.append_event("a", "step", {"step": 1}, attempt=1, seq=1)
+    assert first and store.append_event("a", "step", {"step": 1}, attempt=1, seq=1) == ""  # a retry
+    assert store.append_event("a", "step", {"step": 2}, attempt=1, seq=2)
+    # The next attempt numbers its events from 1 again.
+    store.transition("a", "RESUMING", set_fields={"attempt": 2})
+    assert store.append_event("a", "step", {"step": 1}, attempt=2, seq=1)
+    assert [e.data["step"] for e in store.read_events("a") if e.kind == "step"] == [1, 2, 1]
+
+
+def test_an_outcome_write_from_a_stale_attempt_is_refused(store):
+    _trainer(store)
+    store.create_run(RunRecord(id="a"), claim="t1")
+    store.transition("a", "RUNNING", set_fields={"attempt": 1})
+    # Lost and resumed on the same trainer as attempt 2 (the Redis outage of issue 12).
+    store.transition("a", "LOST", release=True)
+    store.transition("a", "RESUMING", claim="t1", set_fields={"trainer": "t1"})
+    store.transition("a", "RUNNING", expect_attempt=1, set_fields={"attempt": 2})
+    with pytest.raises(TransitionRefused) as refused:
+        store.transition(
+            "a", "SUCCEEDED", only_from=["RUNNING"], expect_trainer="t1", expect_attempt=1, release=True
+        )
+    assert refused.value.current == "2" and "stale" in str(refused.value)
+    record = store.get_run("a")
+    assert record.status == "RUNNING" and record.attempt == 2 and store.trainer_slot_runs("t1") == {"a"}
+    store.transition("a", "SUCCEEDED", expect_trainer="t1", expect_attempt=2, release=True)
+    assert store.status_of("a") == "SUCCEEDED"
+
+
 def test_event_stream_is_capped_and_resumable(redis_url, redis_prefix):
     store = RunStore.from_url(redis_url, redis_prefix, events_maxlen=50)
     _trainer(store)

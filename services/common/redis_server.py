@@ -12,6 +12,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -42,8 +43,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def server_args(
-    binary: str, port: int, data_dir: Path, host: str = "127.0.0.1", aof: bool = True
+    binary: str, port: int, data_dir: Path, host: str = "127.0.0.1", aof: bool = True, password: str = ""
 ) -> list[str]:
+    # The password is passed on the command line: fine for a test or a one-user machine (`ps` shows it);
+    # a shared host should run its own Redis with `requirepass` in a config file.
+    auth = ["--requirepass", password] if password else []
     return [
         binary,
         "--port",
@@ -60,6 +64,7 @@ def server_args(
         "no",
         "--protected-mode",
         "yes",
+        *auth,
     ]
 
 
@@ -91,10 +96,12 @@ class RedisServer:
     host: str
     data_dir: Path
     label: str
+    password: str = ""
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM: Redis flushes its AOF and exits."""
@@ -114,8 +121,10 @@ def start_redis(
     log_file: Path | None = None,
     detach: bool = False,
     timeout: float = 15.0,
+    password: str = "",
 ) -> RedisServer:
-    """Start a server with AOF persistence in `data_dir` (port 0 = a free one) and wait until it answers.
+    """Start a server with AOF persistence in `data_dir` (port 0 = a free one) and wait until it answers;
+    with `password`, clients must authenticate (its url carries it).
 
     detach=True puts it in its own session so it outlives the caller (the launcher of `make run`).
     """
@@ -126,7 +135,7 @@ def start_redis(
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL
     try:
         process = subprocess.Popen(
-            server_args(binary, port, data_dir, host),
+            server_args(binary, port, data_dir, host, password=password),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -136,7 +145,9 @@ def start_redis(
     finally:
         if log_file:
             out.close()
-    server = RedisServer(process=process, port=port, host=host, data_dir=data_dir, label=label)
+    server = RedisServer(
+        process=process, port=port, host=host, data_dir=data_dir, label=label, password=password
+    )
     try:
         wait_ready(server.url, timeout, process)
     except Exception:

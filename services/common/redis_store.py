@@ -23,6 +23,7 @@ import json
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
@@ -41,6 +42,20 @@ class TransitionRefused(FailedPrecondition):
     def __init__(self, message: str, current: str):
         super().__init__(message)
         self.current = current
+
+
+class RedisRefused(RuntimeError):
+    """The Redis server refused this client's credentials (no password, or the wrong one)."""
+
+
+def redacted(url: str) -> str:
+    """A Redis URL with its password masked (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None and not parts.username:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class TrainerGone(FailedPrecondition):
@@ -67,6 +82,21 @@ def read_stream(
     return list(entries)
 
 
+def check_credentials(client: redis.Redis, url: str) -> None:
+    """Fail at once, in words, when the server wants another password than the URL's. A server that is not
+    up yet is left to the first real call (services retry those)."""
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        given = "the password in the URL" if urlsplit(url).password else "no password"
+        raise RedisRefused(
+            f"Redis at {redacted(url)} refused {given} ({exc}); set PEFTLAB_REDIS_URL to "
+            "redis://:PASSWORD@host:port/db with the server's requirepass (rediss:// for TLS)"
+        ) from None
+    except redis.ConnectionError:
+        pass
+
+
 # ---- the store ----------------------------------------------------------------------------------------
 
 
@@ -82,8 +112,11 @@ class RunStore:
         self._append = client.register_script(status_machine.APPEND)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "peftlab:", events_maxlen: int = 10000) -> RunStore:
-        client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    def from_url(
+        cls, url: str, prefix: str = "peftlab:", events_maxlen: int = 10000, **client_options: Any
+    ) -> RunStore:
+        client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30, **client_options)
+        check_credentials(client, url)
         return cls(client, prefix, events_maxlen)
 
     def close(self) -> None:
@@ -151,6 +184,7 @@ class RunStore:
         *,
         only_from: Iterable[str] | None = None,
         expect_trainer: str | None = None,
+        expect_attempt: int | None = None,
         claim: str = "",
         release: bool = False,
         queue: str = "",
@@ -162,6 +196,9 @@ class RunStore:
     ) -> tuple[str, str]:
         """Move a run to status `to` atomically, with everything that goes with it.
 
+        `expect_attempt` fences a write by the process that owns one attempt of the run: refused once the run
+        was started again (a resume elsewhere, or here after this trainer lost Redis), so a stale outcome never
+        overwrites a newer attempt's record.
         `claim` takes a slot on that trainer (refused if it is gone or full); `release` frees the slot of the
         run's current trainer; `queue` is "add" or "remove"; `events` are appended before the status event.
         Returns (previous status, id of the status event). Raises TransitionRefused when the run's status is
@@ -186,6 +223,8 @@ class RunStore:
         }
         if expect_trainer is not None:
             options["expect_trainer"] = expect_trainer
+        if expect_attempt is not None:
+            options["expect_attempt"] = str(expect_attempt)
         if claim:
             options["claim"] = claim
         if queue:
@@ -206,6 +245,8 @@ class RunStore:
             raise TransitionRefused(f"run {run_id} is {out[1]}; it cannot become {to}", out[1])
         if tag == "trainer":
             raise TransitionRefused(f"run {run_id} is on trainer {out[1] or '(none)'}", out[1])
+        if tag == "attempt":
+            raise TransitionRefused(f"run {run_id} is on attempt {out[1]} now; this write is stale", out[1])
         if tag == "trainer-gone":
             raise TrainerGone(f"trainer {out[1]} is not registered (no heartbeat)")
         if tag == "no-slot":
@@ -219,11 +260,14 @@ class RunStore:
         data: dict[str, Any],
         attempt: int,
         progress: dict[str, Any] | None = None,
+        seq: int = 0,
     ) -> str | None:
         """Append a step/eval/log/... event and update the run's progress fields, atomically.
 
         Only while the run is active and still on this attempt (a stale child of a run that was lost and
-        resumed elsewhere must not write into the new attempt). Returns the event id, or None if refused.
+        resumed elsewhere must not write into the new attempt). `seq` (1, 2, ... per attempt; 0 = unnumbered)
+        makes a repeated write harmless: an event already recorded is not appended twice. Returns the event
+        id, "" for a repeat, or None if refused.
         """
         out = self._append(
             args=[
@@ -235,8 +279,11 @@ class RunStore:
                 str(attempt),
                 now_ms(),
                 _lua_json({k: _hash_value(v) for k, v in (progress or {}).items()}),
+                str(seq),
             ]
         )
+        if out[0] == "dup":
+            return ""
         return out[1] if out[0] == "ok" else None
 
     def read_events(

@@ -115,8 +115,8 @@ return {'ok', tostring(seq), last}
 TRANSITION = (
     _CHECK_CLAIM
     + """
--- ARGV: prefix, run id, options {to, from[], expect_trainer?, claim?, release?, queue?, set{}, del[], events[],
---        reason, error?, now, maxlen}
+-- ARGV: prefix, run id, options {to, from[], expect_trainer?, expect_attempt?, claim?, release?, queue?, set{},
+--        del[], events[], reason, error?, now, maxlen}
 local p, id = ARGV[1], ARGV[2]
 local o = cjson.decode(ARGV[3])
 local key = p .. 'run:' .. id
@@ -127,6 +127,8 @@ for _, s in ipairs(o.from) do if s == cur then allowed = true end end
 if not allowed then return {'status', cur} end
 local trainer = redis.call('HGET', key, 'trainer') or ''
 if o.expect_trainer and o.expect_trainer ~= trainer then return {'trainer', trainer} end
+local attempt = redis.call('HGET', key, 'attempt') or '0'
+if o.expect_attempt and o.expect_attempt ~= attempt then return {'attempt', attempt} end
 local weight = slot_weight(redis.call('HGET', key, 'spec'))
 if o.claim then
   local refused = check_claim(p, id, o.claim, weight)
@@ -160,15 +162,23 @@ return {'ok', cur, last}
 )
 
 APPEND = """
--- ARGV: prefix, run id, kind, data, maxlen, attempt, now, progress {field: value}
+-- ARGV: prefix, run id, kind, data, maxlen, attempt, now, progress {field: value}, seq
+-- seq > 0 numbers the events of one attempt (1, 2, ...): one already recorded (a retry whose first reply was
+-- lost, a buffer flushed twice) is answered 'dup' and not appended again. `event_seq` holds 'attempt:seq'.
 local p, id = ARGV[1], ARGV[2]
 local key = p .. 'run:' .. id
 local cur = redis.call('HGET', key, 'status')
 if not cur then return {'missing'} end
 if cur ~= 'RUNNING' and cur ~= 'PLACED' and cur ~= 'RESUMING' then return {'status', cur} end
 if (redis.call('HGET', key, 'attempt') or '0') ~= ARGV[6] then return {'attempt', cur} end
+local seq = tonumber(ARGV[9] or '0')
+if seq > 0 then
+  local a, last = string.match(redis.call('HGET', key, 'event_seq') or '', '^(%d+):(%d+)$')
+  if a == ARGV[6] and seq <= tonumber(last) then return {'dup', cur} end
+end
 local eid = redis.call('XADD', key .. ':events', 'MAXLEN', '~', ARGV[5], '*', 'kind', ARGV[3], 'data', ARGV[4])
 local hset = {'last_event_id', eid, 'updated_at', ARGV[7]}
+if seq > 0 then table.insert(hset, 'event_seq'); table.insert(hset, ARGV[6] .. ':' .. seq) end
 for k, v in pairs(cjson.decode(ARGV[8])) do table.insert(hset, k); table.insert(hset, v) end
 redis.call('HSET', key, unpack(hset))
 return {'ok', eid}

@@ -1,8 +1,9 @@
 """Child processes of the trainer: every run, and every Generate or Evaluate call, executes in its own
 spawned process, so a crash or an out-of-memory kill inside MLX takes down that process, never the service.
 
-A run's child writes its own events to Redis (through RedisEvents, the engine callback) and sends its
-outcome to the parent over a pipe; the parent turns the outcome into the run's final status. Stopping is
+A run's child writes its own events to Redis (through RedisEvents, the engine callback; buffered while Redis
+is away) and sends its outcome, with any events still buffered, to the parent over a pipe; the parent turns
+the outcome into the run's final status. Stopping is
 cooperative first (an Event the engine polls between steps: it checkpoints and returns "cancelled"), then
 SIGTERM, then SIGKILL.
 
@@ -40,13 +41,15 @@ from services.common.errors import (
 from services.common.logs import bind_run_id, setup_logging
 from services.common.redis_store import RunStore
 from services.common.spec import RunSpec
-from services.trainer.engine.callbacks import TrainingCallback
+from services.trainer import storage
+from services.trainer.run_events import PendingEvent, RedisEvents
 
 log = logging.getLogger(__name__)
 
 _SPAWN = multiprocessing.get_context("spawn")
 # How long rank 0 may go on after another rank of its run exited with an error, before it is stopped.
 RANK_GRACE_SECONDS = 30.0
+CHILD_REDIS_TIMEOUT = 5.0  # seconds
 
 
 # ---- in the child ------------------------------------------------------------------------------------
@@ -65,9 +68,12 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _error_record(exc: BaseException) -> dict[str, str]:
+def _error_record(exc: BaseException, run_dir: Path | None = None) -> dict[str, str]:
     from services.trainer.engine.errors import EngineError
 
+    written = storage.explain(exc, run_dir) if run_dir is not None else None
+    if written is not None:  # disk full, run dir not writable: the person's to fix, not worth a retry
+        return {"code": written.code, "field": written.field, "message": written.message}
     if isinstance(exc, EngineError | SpecError):
         error = _from_engine_error(exc)
         return {"code": error.code, "field": error.field, "message": error.message}
@@ -90,65 +96,6 @@ def _error_record(exc: BaseException) -> dict[str, str]:
         "field": "",
         "message": f"{type(exc).__name__}: {first} (traceback in the trainer log)",
     }
-
-
-class RedisEvents(TrainingCallback):
-    """The engine callback of a run's child: every hook becomes an event in the run's Redis stream, with the
-    run's progress fields updated in the same atomic write. If the run stops being ours (cancelled through
-    the gateway while this trainer was unreachable, or reaped and resumed elsewhere), training stops."""
-
-    def __init__(self, store: RunStore, run_id: str, attempt: int, stop: Any):
-        self.store = store
-        self.run_id = run_id
-        self.attempt = attempt
-        self.stop = stop
-        self.disowned = False
-
-    def _emit(self, kind: str, data: dict[str, Any], progress: dict[str, Any] | None = None) -> None:
-        try:
-            accepted = self.store.append_event(self.run_id, kind, data, self.attempt, progress)
-        except Exception as exc:  # a Redis hiccup must not kill a run: events are best effort
-            log.warning("event not recorded", extra={"kind": kind, "error": str(exc)})
-            return
-        if accepted is None and not self.disowned:
-            log.warning("run is no longer this process's (status changed elsewhere); stopping")
-            self.disowned = True
-            self.stop.set()
-
-    def on_start(self, info: dict) -> None:
-        self._emit("started", info)
-
-    def on_step(self, metrics: Any) -> None:
-        data = _record(metrics)
-        progress = {
-            k: data[k] for k in ("step", "total_steps", "train_loss", "tokens_per_second", "elapsed_seconds")
-        }
-        self._emit("step", data, progress)
-
-    def on_eval(self, metrics: Any) -> None:
-        data = _record(metrics)
-        self._emit("eval", data, {"valid_loss": data["valid_loss"]})
-
-    def on_checkpoint(self, step: int, path: str) -> None:
-        self._emit("checkpoint", {"step": step, "path": str(path)})
-
-    def on_log(self, message: str) -> None:
-        self._emit("log", {"message": message})
-
-    def on_progress(self, phase: str, done: int, total: int, unit: str) -> None:
-        self._emit("progress", {"phase": phase, "done": done, "total": total, "unit": unit})
-
-    def on_end(self, result: Any) -> None:
-        pass  # the parent records the result with the final status, atomically
-
-    def should_stop(self) -> bool:
-        return self.stop.is_set()
-
-
-def _record(metrics: Any) -> dict[str, Any]:
-    data = dataclasses.asdict(metrics) if dataclasses.is_dataclass(metrics) else dict(metrics)
-    data.pop("kind", None)
-    return data
 
 
 @dataclass(frozen=True)
@@ -184,6 +131,33 @@ def _cap_memory(limit: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
+class _Reply:
+    """The child's one message to its parent: (kind, payload, disowned, events still buffered)."""
+
+    def __init__(self, conn: Connection, events: RedisEvents):
+        self.conn = conn
+        self.events = events
+        self.sent = False
+
+    def send(self, kind: str, payload: Any) -> None:
+        if not self.sent:
+            self.sent = True
+            self.conn.send((kind, payload, self.events.disowned, self.events.pending()))
+
+    def on_sigterm(self, signum: int, frame: Any) -> None:
+        # SIGTERM from the parent means "stop now" (the cooperative stop already had its chance, or the
+        # trainer lost Redis): hand over the buffered events, then die from the signal as before. Once the
+        # outcome is (being) sent the process is ending anyway: a kill mid-message would garble it.
+        if self.sent:
+            return
+        try:
+            self.send("terminated", None)
+        except Exception:  # noqa: BLE001 - dying anyway
+            pass
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _enter_child(child: RunChild, rank_env: dict[str, str]) -> None:
     if child.memory_limit_bytes:
         _cap_memory(child.memory_limit_bytes)
@@ -191,7 +165,6 @@ def _enter_child(child: RunChild, rank_env: dict[str, str]) -> None:
     setup_logging("trainer-run", child.log_level, child.log_format)
     bind_run_id(child.run_id)
     _exit_with_parent()
-    # SIGTERM from the parent means "stop now"; the cooperative stop already had its chance.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -205,17 +178,26 @@ def _rank_main(child: RunChild, rank_env: dict[str, str]) -> None:
 
 def _run_main(child: RunChild, stop: Any, conn: Connection, rank_env: dict[str, str] | None = None) -> None:
     _enter_child(child, rank_env or {})
-    store = RunStore.from_url(child.redis_url, child.redis_prefix, child.events_maxlen)
+    # A timeout, unlike the trainer's own client: a dead link must not stall training (events are buffered).
+    store = RunStore.from_url(
+        child.redis_url,
+        child.redis_prefix,
+        child.events_maxlen,
+        socket_timeout=CHILD_REDIS_TIMEOUT,
+        socket_connect_timeout=CHILD_REDIS_TIMEOUT,
+    )
     events = RedisEvents(store, child.run_id, child.attempt, stop)
+    reply = _Reply(conn, events)
+    signal.signal(signal.SIGTERM, reply.on_sigterm)
     try:
         from services.trainer.trackers.run import train_tracked
 
         spec = child.spec
         context = _tracker_context(store, child)
         result = train_tracked(spec, Path(child.run_dir), context, resume=child.resume, callback=events)
-        conn.send(("result", result.to_dict(), events.disowned))
+        reply.send("result", result.to_dict())
     except BaseException as exc:  # noqa: B036 - the outcome must reach the parent whatever happened
-        conn.send(("error", _error_record(exc), events.disowned))
+        reply.send("error", _error_record(exc, Path(child.run_dir)))
     finally:
         conn.close()
         store.close()
@@ -254,6 +236,7 @@ class Outcome:
     error: dict[str, str] | None = None
     exitcode: int | None = None
     disowned: bool = False
+    pending: list[PendingEvent] = field(default_factory=list)  # events the child could not write
 
     @property
     def crashed(self) -> bool:
@@ -286,6 +269,7 @@ class RunJob:
     started: float = field(default_factory=time.monotonic)
     cancel_requested: bool = False
     shutting_down: bool = False
+    lease_lost: bool = False  # stopped because this trainer's registry lease ran out (no Redis)
     oom_kills_at_start: int | None = None  # the cgroup's OOM-kill counter when the child started
     ranks: list[Any] = field(default_factory=list)  # a data-parallel run's processes of ranks 1..N-1
     workdir: str = ""  # the ranks' hostfile lives here (removed with the run's processes)
@@ -421,14 +405,17 @@ class RunProcesses:
         while True:
             try:
                 if job.conn.poll(0.5):
-                    kind, payload, disowned = job.conn.recv()
-                    outcome.disowned = disowned
+                    kind, payload, disowned, pending = job.conn.recv()
+                    outcome.disowned, outcome.pending = disowned, pending
                     if kind == "result":
                         outcome.result = payload
-                    else:
+                    elif kind == "error":
                         outcome.error = payload
                     continue
             except (EOFError, OSError):
+                break
+            except Exception:  # a message cut off by the child's death: it is treated as a crash
+                log.exception("unreadable message from a run process", extra={"run_id": job.run_id})
                 break
             if not job.process.is_alive():
                 break
@@ -488,6 +475,16 @@ class RunProcesses:
             job.terminate()
 
         threading.Thread(target=escalate, name=f"stop-{run_id}", daemon=True).start()
+        return True
+
+    def terminate(self, run_id: str, lease_lost: bool = False, grace: float = 5.0) -> bool:
+        """Stop a run's processes now, with no last checkpoint: SIGTERM (rank 0 hands over its buffered
+        events and dies), SIGKILL after `grace` seconds. Touches no Redis; returns at once."""
+        job = self.get(run_id)
+        if job is None:
+            return False
+        job.lease_lost = job.lease_lost or lease_lost
+        threading.Thread(target=job.terminate, args=(grace,), name=f"terminate-{run_id}", daemon=True).start()
         return True
 
     def stop_all(self, grace: float) -> None:

@@ -23,6 +23,13 @@ CAPPED_MEMORY_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT}
 CGROUP_EVENTS = Path("/sys/fs/cgroup/memory.events")
 
 
+def address_space_capped() -> bool:
+    """This process runs under an address-space cap (e.g. `prlimit --as`), which its run processes inherit."""
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
+
+
 def oom_kills() -> int | None:
     """The cgroup's OOM-kill counter (cgroup v2), or None where it cannot be read."""
     try:

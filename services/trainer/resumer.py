@@ -14,7 +14,14 @@ from typing import Any
 from services.common.redis_store import RunStore
 from services.trainer.config import TrainerConfig
 from services.trainer.jobs import Outcome, RunJob, RunProcesses
-from services.trainer.recovery import Attempts, Death, Decision, decide, oom_kills
+from services.trainer.recovery import (
+    Attempts,
+    Death,
+    Decision,
+    address_space_capped,
+    decide,
+    oom_kills,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +49,7 @@ class Resumer:
         death = Death(
             outcome.exitcode,
             outcome.error,
-            memory_capped=bool(job.child.memory_limit_bytes),
+            memory_capped=bool(job.child.memory_limit_bytes) or address_space_capped(),
             oom_killed=now is not None and before is not None and now > before,
         )
         spec = job.child.spec
@@ -72,6 +79,7 @@ class Resumer:
                 "RESUMING",
                 only_from=["RUNNING"],
                 expect_trainer=self.id,
+                expect_attempt=job.child.attempt,
                 set_fields={
                     "trainer_resumes": decision.attempts.memory + decision.attempts.crashes,
                     "micro_batch": f"{decision.batch_size}x{decision.grad_accumulation}",

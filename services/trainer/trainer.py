@@ -37,15 +37,19 @@ from services.common.validation import (
     new_id,
     parse_spec,
 )
+from services.trainer import storage
 from services.trainer.config import TrainerConfig
 from services.trainer.jobs import Outcome, RunChild, RunJob, RunProcesses, stream_from_child
 from services.trainer.registry import Identity, Registration
 from services.trainer.resumer import Resumer, failure
+from services.trainer.run_events import write_pending
 
 log = logging.getLogger(__name__)
 
 STALE_PLACEMENT_MS = 30_000
-OUTCOME_RETRIES = 12  # ~1.5 minutes of backoff
+# How long a finished run's outcome is retried while Redis is away. Past that the run is left to the gateway,
+# which takes it for LOST only if this trainer's heartbeat also lapsed.
+OUTCOME_RETRY_SECONDS = 600.0
 
 
 class Trainer:
@@ -70,7 +74,7 @@ class Trainer:
             hardware=identity.hardware,
             version=peftlab_version(),
             runs_root=str(self.roots.runs),
-            runs_root_id=runs_root_id(self.roots.runs),
+            runs_root_id=storage.writable_root_id(self.roots.runs, runs_root_id),
             started_at=now_ms(),
         )
         self.registration = Registration(
@@ -80,6 +84,7 @@ class Trainer:
             config.heartbeat_interval,
             identity.probe_hardware,
             on_beat=self._housekeeping,
+            on_lease_lost=self._lease_lost,
         )
 
     # ---- registry ----
@@ -89,6 +94,17 @@ class Trainer:
         self.registration.publish()
         self._reap_previous_life()
         self.registration.start_heartbeat()
+
+    def _lease_lost(self, seconds: float) -> None:
+        """No heartbeat for the TTL: the gateway may be resuming our runs elsewhere, into the same run dirs
+        on a shared root. Their processes stop now, with no last checkpoint (it could race the resumer's
+        read); each is recorded LOST once Redis answers (refused if the run moved on meanwhile)."""
+        for run_id in self.processes.running():
+            if self.processes.terminate(run_id, lease_lost=True):
+                log.error(
+                    "stopping a run: this trainer lost Redis for longer than the heartbeat TTL",
+                    extra={"run_id": run_id, "seconds": round(seconds, 1)},
+                )
 
     def _housekeeping(self) -> None:
         self._stop_disowned_runs()
@@ -296,13 +312,14 @@ class Trainer:
             self._fail(record.id, from_status, exc)
             raise
 
-    def _fail(self, run_id: str, from_status: str, exc: ServiceError) -> None:
+    def _fail(self, run_id: str, from_status: str, exc: ServiceError, attempt: int | None = None) -> None:
         try:
             self.store.transition(
                 run_id,
                 "FAILED",
                 only_from=[from_status],
                 expect_trainer=self.id,
+                expect_attempt=attempt,
                 release=True,
                 set_fields={"finished_at": now_ms()},
                 error={"code": exc.code, "field": exc.field, "message": exc.message},
@@ -329,6 +346,7 @@ class Trainer:
             "RUNNING",
             only_from=[from_status],
             expect_trainer=self.id,
+            expect_attempt=record.attempt,
             set_fields={
                 "attempt": attempt,
                 "started_at": now_ms(),
@@ -354,6 +372,7 @@ class Trainer:
             device_kind=self.device_kind,
         )
         try:
+            storage.check_writable(run_dir)
             self.processes.start(child)
         except Exception as exc:
             error = (
@@ -361,33 +380,47 @@ class Trainer:
                 if isinstance(exc, ServiceError)
                 else ServiceError(f"could not start the run process: {exc}")
             )
-            self._fail(run_id, "RUNNING", error)
+            self._fail(run_id, "RUNNING", error, attempt)
             raise error from exc
         return self.store.get_run(run_id)
 
     def _record_outcome(self, job: RunJob, outcome: Outcome) -> None:
         """Turn a finished child's outcome into the run's final status (runs in the job's watch thread);
         retried while Redis is unreachable, so a Redis restart does not leave the run RUNNING forever."""
-        for attempt in range(OUTCOME_RETRIES):
+        deadline = time.monotonic() + OUTCOME_RETRY_SECONDS
+        attempt = 0
+        while True:
             try:
                 return self._write_outcome(job, outcome)
             except redis.RedisError as exc:
+                if time.monotonic() > deadline:
+                    break
                 log.warning(
                     "Redis unreachable; retrying the run's outcome",
                     extra={"run_id": job.run_id, "error": str(exc)},
                 )
-                time.sleep(min(10.0, 0.5 * 2**attempt))
+                time.sleep(min(5.0, 0.25 * 2**attempt))
+                attempt += 1
         log.error("the run's outcome could not be recorded", extra={"run_id": job.run_id})
 
     def _write_outcome(self, job: RunJob, outcome: Outcome) -> None:
         run_id = job.run_id
-        common: dict[str, Any] = {"only_from": ["RUNNING"], "expect_trainer": self.id, "release": True}
+        # Fenced by the attempt: after a Redis outage longer than the heartbeat TTL the run may have been
+        # resumed (here or elsewhere) as a newer attempt, whose record this stale outcome must not overwrite.
+        common: dict[str, Any] = {
+            "only_from": ["RUNNING"],
+            "expect_trainer": self.id,
+            "expect_attempt": job.child.attempt,
+            "release": True,
+        }
         with run_context(run_id):
             if outcome.disowned:
                 # Someone else changed the run's status (and released the slot); leave it as it is.
-                self.store.release_slot(self.id, run_id)
+                self._release_stale_slot(run_id)
                 log.info("run process ended after the run was taken over elsewhere")
                 return
+            # What the child buffered while Redis was away goes in first, in order, once (numbered).
+            write_pending(self.store, run_id, job.child.attempt, outcome.pending)
             result, error = outcome.result, outcome.error
             try:
                 if result is not None and result.get("status") != "cancelled":
@@ -399,13 +432,18 @@ class Trainer:
                         reason="early stopped" if result.get("status") == "early_stopped" else "finished",
                         **common,
                     )
-                elif job.shutting_down:
+                elif job.shutting_down or job.lease_lost:
+                    why = (
+                        f"trainer {self.id} shut down"
+                        if job.shutting_down
+                        else f"trainer {self.id} lost Redis for longer than its heartbeat TTL; its run process was stopped"
+                    )
                     self.store.transition(
                         run_id,
                         "LOST",
                         set_fields={"previous_trainer": self.id},
-                        error={"code": "UNAVAILABLE", "field": "", "message": f"trainer {self.id} shut down"},
-                        reason=f"trainer {self.id} shut down; the run resumes from its checkpoint",
+                        error={"code": "UNAVAILABLE", "field": "", "message": why},
+                        reason=f"{why}; the run resumes from its checkpoint",
                         **common,
                     )
                 elif result is not None or job.cancel_requested:
@@ -432,10 +470,19 @@ class Trainer:
                 self.resumer.forget(run_id)
                 log.info("run ended", extra={"exitcode": outcome.exitcode})
             except TransitionRefused as exc:
-                self.store.release_slot(self.id, run_id)
+                self._release_stale_slot(run_id)
                 log.warning(
-                    "run outcome not recorded: status changed meanwhile", extra={"current": exc.current}
+                    "run outcome not recorded: status changed meanwhile",
+                    extra={"current": exc.current, "attempt": job.child.attempt},
                 )
+
+    def _release_stale_slot(self, run_id: str) -> None:
+        """Free the Redis slot a finished stale attempt held, unless a newer attempt of the run holds it here."""
+        if run_id in self.processes.running():
+            return
+        record = self._existing(run_id)
+        if record is None or record.trainer != self.id or record.status not in ACTIVE:
+            self.store.release_slot(self.id, run_id)
 
     # ---- automatic resume of a dead run process (resumer.py keeps count, recovery.py decides) ----
 
