@@ -32,7 +32,7 @@ import pytest
 from peftlab.v1 import gateway_pb2, gateway_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from service_helpers import start_gateway, start_trainer, wait_for
 
-from services.common.codec import spec_from_dict
+from services.common.codec import spec_to_proto
 from services.common.errors import FailedPrecondition, ResourceExhausted
 from services.common.paths import models_dir
 from services.common.redis_server import start_redis
@@ -58,7 +58,7 @@ def _spec(chat_data: Path, **fields) -> dict:
 
 def _start(trainer, spec: dict, run_id: str = "") -> str:
     """StartRun on the trainer itself (no gateway: nothing re-places the run behind the test's back)."""
-    request = trainer_pb2.StartRunRequest(spec=spec_from_dict(spec), run_id=run_id, name="fault")
+    request = trainer_pb2.StartRunRequest(spec=spec_to_proto(spec), run_id=run_id, name="fault")
     return trainer_pb2_grpc.TrainerStub(trainer.channel).StartRun(request, timeout=30).run.id
 
 
@@ -242,7 +242,7 @@ def _trainer_process(redis_url, prefix, chat_data, runs_root, trainer_id, log: P
 
 
 def _submit(stub, spec: dict) -> str:
-    return stub.SubmitRun(gateway_pb2.SubmitRunRequest(spec=spec_from_dict(spec)), timeout=30).run.id
+    return stub.SubmitRun(gateway_pb2.SubmitRunRequest(spec=spec_to_proto(spec)), timeout=30).run.id
 
 
 def test_a_killed_trainer_loses_no_run(redis_url, redis_prefix, chat_data, tmp_path, store):
