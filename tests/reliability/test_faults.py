@@ -29,6 +29,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis
 from peftlab.v1 import gateway_pb2, gateway_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from service_helpers import start_gateway, start_trainer, wait_for
 
@@ -101,6 +102,14 @@ def _assert_whole(store: RunStore, run_id: str, runs_root: Path, iters: int, att
     assert store.trainer_slot_runs(record.trainer) == set()
 
 
+def _durable(url: str) -> None:
+    """fsync every write before its reply. With the default everysec a kill -9 may lose up to ~2 s of
+    acknowledged writes, which no client can notice or replay (the buffer test, killing Redis right after
+    creating its run, once found that run's writes refused after the restart)."""
+    with redis.Redis.from_url(url) as client:
+        client.config_set("appendfsync", "always")
+
+
 def _steps_on_disk(runs_root: Path, run_id: str) -> int:
     path = runs_root / run_id / "metrics.jsonl"
     if not path.exists():
@@ -113,6 +122,7 @@ def _steps_on_disk(runs_root: Path, run_id: str) -> int:
 
 def test_redis_killed_shorter_than_the_ttl_loses_no_event(chat_data, tmp_path, redis_prefix):
     server = start_redis(tmp_path / "redis")
+    _durable(server.url)
     runs_root = tmp_path / "runs"
     trainer = start_trainer(
         server.url, redis_prefix, chat_data.parent, runs_root, trainer_id="tr-s", heartbeat_ttl=15.0
@@ -130,6 +140,7 @@ def test_redis_killed_shorter_than_the_ttl_loses_no_event(chat_data, tmp_path, r
             lambda: _steps_on_disk(runs_root, run_id) >= stepped + 3, 60, 0.05, "steps during the outage"
         )
         server = start_redis(tmp_path / "redis", port=server.port)
+        _durable(server.url)
         back = time.monotonic()
         down = back - killed
         assert down < 15.0, f"the outage ({down:.1f} s) was meant to be shorter than the TTL"
@@ -147,6 +158,7 @@ def test_redis_killed_shorter_than_the_ttl_loses_no_event(chat_data, tmp_path, r
 
 def test_redis_killed_longer_than_the_ttl_stops_and_resumes_the_run(chat_data, tmp_path, redis_prefix):
     server = start_redis(tmp_path / "redis")
+    _durable(server.url)
     runs_root = tmp_path / "runs"
     trainer = start_trainer(
         server.url, redis_prefix, chat_data.parent, runs_root, trainer_id="tr-l", heartbeat_ttl=2.0
@@ -165,6 +177,7 @@ def test_redis_killed_longer_than_the_ttl_stops_and_resumes_the_run(chat_data, t
         stopped = time.monotonic() - killed
         assert stopped >= 2.0 and _steps_on_disk(runs_root, run_id) < iters
         server = start_redis(tmp_path / "redis", port=server.port)
+        _durable(server.url)
         wait_for(lambda: store.get_run(run_id).attempt == 2, 120, 0.1, "the resume")
         resumed = time.monotonic() - killed
         wait_for(lambda: store.status_of(run_id) == "SUCCEEDED", 180, 0.2, "the run to finish")
@@ -187,6 +200,7 @@ def test_the_event_buffer_is_bounded_and_flushes_in_order_once(tmp_path, redis_p
     from services.trainer.run_events import EventOutbox
 
     server = start_redis(tmp_path / "redis")
+    _durable(server.url)
     store = RunStore.from_url(server.url, redis_prefix)
     try:
         store.register_trainer(TrainerRecord(id="t1", address="127.0.0.1:1"), 30.0)
@@ -200,6 +214,7 @@ def test_the_event_buffer_is_bounded_and_flushes_in_order_once(tmp_path, redis_p
             outbox.put("step", {"step": step}, {"step": step})
         assert [e.data["step"] for e in outbox.pending] == [4, 5, 6] and outbox.dropped == 2
         server = start_redis(tmp_path / "redis", port=server.port)
+        _durable(server.url)
         assert outbox.flush() and not outbox.pending
         outbox.put("step", {"step": 7}, {"step": 7})
         assert not outbox.pending
