@@ -203,7 +203,20 @@ def test_comparison_report_matches_the_runs_own_metrics(system, store):
     assert all("memory_budget_gb" in f.message for f in failures)
     # Paired tests between the three arms with metrics, Holm-corrected.
     pairs = {(t.a, t.b) for t in report.tests if t.metric == "best_valid_loss"}
-    assert len(pairs) == 3 and all(t.n == 2 and 0 <= t.p_adjusted <= 1 for t in report.tests)
+    seed_tests = [t for t in report.tests if t.test == "paired-t"]
+    assert len(pairs) == 3 and all(t.n == 2 and 0 <= t.p_adjusted <= 1 for t in seed_tests)
+    # Per-sample outcomes: each run's test_samples.jsonl, its TaskScore.sample_exact, the report's samples,
+    # and McNemar's test per pair of arms over (seed, sample) pairs.
+    by_run = {o.run_id: o for o in report.samples}
+    for run in runs:
+        if run.status != "SUCCEEDED":
+            continue
+        lines = (Path(run.run_dir) / "test_samples.jsonl").read_text().splitlines()
+        exact = [json.loads(line)["exact"] for line in lines]
+        assert exact == run.metrics["task"]["sample_exact"] == list(by_run[run.id].exact)
+        assert len(exact) == run.metrics["task"]["n"] > 0
+    mcnemar = [t for t in report.tests if t.test == "mcnemar-exact"]
+    assert len(mcnemar) == 3 and all(t.n == 2 * len(exact) and t.a_only + t.b_only <= t.n for t in mcnemar)
     assert any(row.pareto for row in report.rows)
     assert {p.name for p in report.plots} >= {"loss_curves", "pareto"}
     assert all(p.png.startswith(b"\x89PNG") for p in report.plots)

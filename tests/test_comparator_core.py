@@ -13,7 +13,7 @@ from services.comparator.backends.local import LocalRunner
 from services.comparator.pruning import PruningRule, judge
 from services.comparator.report import RunData, comparison_report, study_report, to_html, to_markdown
 from services.comparator.state import Cell, ExperimentRecord, ExperimentStore, LeaseLost, TrialRecord
-from services.comparator.statistics import holm, paired_t, pareto_front, summarize
+from services.comparator.statistics import holm, mcnemar_exact, paired_t, pareto_front, summarize
 
 # ---- statistics ----
 
@@ -156,6 +156,44 @@ def test_two_seed_report_clips_intervals_shows_digits_and_caveats_significance()
     page = to_html(report, markdown, {})
     assert "<strong>SUCCEEDED</strong>" in page and "<code>x-2</code>" in page and "<table>" in page
     assert "**" not in page and "`" not in page and "|---" not in page
+
+
+def test_mcnemar_on_per_sample_outcomes_pairs_runs_by_seed_and_sample():
+    """Two arms answering the same 12 test samples in 2 seeds: McNemar's exact test on the discordant
+    (seed, sample) pairs, equal to scipy's binomial test; a third arm without outcomes is left out; the
+    Markdown lists which samples each arm gets right."""
+    arms = [{"name": n, "overrides": {}} for n in ("lora", "dora", "full")]
+    lora = {0: [True] * 10 + [False] * 2, 1: [True] * 9 + [False] * 3}
+    dora = {0: [True] * 4 + [False] * 8, 1: [False] * 11 + [True]}
+    runs = []
+    for seed in (0, 1):
+        runs.append(_run("lora", seed, 1.0 + seed / 10))
+        runs[-1].sample_exact = lora[seed]
+        runs.append(_run("dora", seed, 1.3 + seed / 10))
+        runs[-1].sample_exact = dora[seed]
+        runs.append(_run("full", seed, 1.5 + seed / 10))
+    report = comparison_report({"id": "x-3", "status": "SUCCEEDED", "seeds": [0, 1]}, arms, runs, [])
+    (test,) = [t for t in report.tests if t.test == "mcnemar-exact"]
+    pairs = [(x, y) for s in (0, 1) for x, y in zip(lora[s], dora[s])]
+    a_only = sum(x and not y for x, y in pairs)
+    b_only = sum(y and not x for x, y in pairs)
+    assert (test.a, test.b, test.n, test.a_only, test.b_only) == ("lora", "dora", 24, a_only, b_only)
+    assert (a_only, b_only) == (15, 1)
+    assert test.p_value == pytest.approx(stats.binomtest(a_only, a_only + b_only, 0.5).pvalue)
+    assert test.mean_difference == pytest.approx((a_only - b_only) / 24) and test.significant
+    assert [(o.label, o.seed) for o in report.samples] == [("lora", 0), ("lora", 1), ("dora", 0), ("dora", 1)]
+    markdown = to_markdown(report)
+    assert "## Which test samples each arm gets right" in markdown
+    assert "| 11 | 0/2 | 1/2 |" in markdown and "| 0 | 2/2 | 1/2 |" in markdown
+    assert "- lora: right in every seed on 9 of 12, in none on 2" in markdown
+    assert "| lora | dora | 24 | 15 | 1 | +58.3% |" in markdown
+    # Within the paired-t table only the across-seed tests appear.
+    section = markdown.split("## Which differences are significant")[1].split("##")[0]
+    assert "mcnemar" not in section and "only a right" not in section
+    no_discord = mcnemar_exact("a", [True, False], "b", [True, False])
+    assert no_discord.p_value == 1.0 and no_discord.effect_size == 0.0
+    assert mcnemar_exact("a", [], "b", []) is None
+    assert report.to_json()["samples"][0]["exact"] == lora[0]
 
 
 def test_study_report_best_trial():

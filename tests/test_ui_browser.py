@@ -186,6 +186,58 @@ def test_start_a_run_watch_it_live_and_open_compare(ui_url, page, ui_finished_ru
     page.get_by_text("New comparison").first.wait_for()
 
 
+def test_a_run_page_opened_while_queued_follows_the_run_to_running(ui_url, page, ui_stack):
+    """The header (status, trainer) and the queued banner refresh with the charts: a page opened while its run
+    waited for the pool's one slot shows RUNNING once it trains, without a reload."""
+    from peftlab.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2
+    from service_helpers import wait_for
+
+    from services.common.codec import spec_from_dict
+
+    stub = gateway_pb2_grpc.GatewayStub(ui_stack.gateway.channel)
+    spec = {"model": "tiny-llama", "data": "chat", "iters": 400, "warmup_steps": 0, "eval_every": 0}
+    spec |= {"batch_size": 2, "max_seq_length": 64, "test_samples": 0, "save_every": 0, "rank": 4}
+
+    def submit(name: str) -> str:
+        request = gateway_pb2.SubmitRunRequest(spec=spec_from_dict(spec), name=name)
+        return stub.SubmitRun(request, timeout=30).run.id
+
+    def status(run_id: str) -> int:
+        return stub.GetRun(trainer_pb2.GetRunRequest(run_id=run_id), timeout=10).run.status
+
+    def cancel_and_wait(run_id: str) -> None:
+        stub.CancelRun(trainer_pb2.CancelRunRequest(run_id=run_id), timeout=30)
+        ended = {
+            common_pb2.RUN_STATUS_CANCELLED,
+            common_pb2.RUN_STATUS_SUCCEEDED,
+            common_pb2.RUN_STATUS_FAILED,
+        }
+        wait_for(lambda: status(run_id) in ended, timeout=180, what=f"run {run_id} to end")
+
+    first = submit("holds the slot")
+    queued = None
+    try:
+        wait_for(lambda: status(first) == common_pb2.RUN_STATUS_RUNNING, timeout=120, what="the first run")
+        queued = submit("queued browser run")
+        assert status(queued) == common_pb2.RUN_STATUS_QUEUED
+        page.goto(f"{ui_url}/run?run={queued}")
+        _settled(page)
+        heading = page.locator("h3").filter(has_text="queued browser run").first
+        assert "QUEUED" in heading.inner_text()
+        page.get_by_text("Queued: it starts").first.wait_for()
+        page.evaluate("window.__no_reload = true")
+        cancel_and_wait(first)  # frees the slot: the queued run starts
+        heading.filter(has_text="RUNNING").wait_for(timeout=180_000)
+        page.get_by_text("Queued: it starts").first.wait_for(state="detached", timeout=30_000)
+        assert page.evaluate("window.__no_reload") is True
+        header = page.locator('[data-testid="stMarkdownContainer"]').filter(has_text="queued browser run")
+        assert ui_stack.trainer.core.id in header.first.inner_text()
+    finally:
+        for run_id in (first, queued):
+            if run_id:
+                cancel_and_wait(run_id)
+
+
 @pytest.mark.parametrize(
     ("path", "heading"),
     [

@@ -6,6 +6,8 @@ not produce (failures, partial rows, notes). Playground: both sides stream from 
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import grpc
@@ -237,6 +239,12 @@ def _comparison() -> tuple[comparator_pb2.Experiment, comparator_pb2.Report]:
                      p_value=0.59, effect_size=-0.63)  # fmt: skip
     report.tests.add(a="lora-r8", b="full", metric="wall_seconds", test="paired-t", statistic=-9.0,
                      p_value=0.01, p_adjusted=0.02, significant=True, n=2, mean_difference=-30.0)  # fmt: skip
+    report.tests.add(a="lora-r8", b="full", metric="task.exact_match", test="mcnemar-exact", statistic=3,
+                     p_value=0.25, p_adjusted=0.25, n=8, mean_difference=0.25, a_only=3, b_only=1)  # fmt: skip
+    report.samples.add(label="lora-r8", run_id="r-a0", seed=0, exact=[True, True, False, True])
+    report.samples.add(label="lora-r8", run_id="r-a1", seed=1, exact=[True, False, False, True])
+    report.samples.add(label="full", run_id="r-b0", seed=0, exact=[False, True, False, True])
+    report.samples.add(label="full", run_id="r-b1", seed=1, exact=[False, True, True, False])
     report.failures.add(label="full", run_id="r-b2", code="RESOURCE_EXHAUSTED", message="out of memory")
     report.notes.append("the PyTorch backend is not installed")
     return experiment, report
@@ -272,7 +280,25 @@ def test_comparison_draws_curves_bars_table_and_pareto():
     assert list(failures["code"]) == ["RESOURCE_EXHAUSTED"] and list(failures["run"]) == ["r-b2"]
     assert at.info[0].value == "the PyTorch backend is not installed"
     tests = at.dataframe[2].value
-    assert list(tests["significant"]) == ["", "yes"] and tests["p (Holm)"][1] == 0.02
+    assert list(tests["significant"]) == ["", "yes", ""] and tests["p (Holm)"][1] == 0.02
+    assert (
+        list(tests["test"])[2] == "mcnemar-exact"
+        and tests["only a right"][2] == 3
+        and tests["only b right"][2] == 1
+    )
+    # Which test samples each arm gets right: k of the arm's seeds, per sample index.
+    samples = at.dataframe[3].value
+    assert list(samples["sample"]) == [0, 1, 2, 3]
+    assert list(samples["lora-r8"]) == ["2/2", "1/2", "0/2", "2/2"] and list(samples["full"]) == [
+        "0/2",
+        "2/2",
+        "1/2",
+        "1/2",
+    ]
+    # Every column as wide as its longest cell: "1.2 [0.302, 2.1]" is not cut.
+    widths = {name: c.get("width") for name, c in json.loads(at.dataframe[0].proto.columns).items()}
+    for name in ("best valid loss", "time (s)", "parameters"):
+        assert widths[name] >= 8 * max(len(str(v)) for v in [name, *table[name]]), (name, widths)
     assert [b.label for b in at.get("download_button")] == ["Report as Markdown"]
 
 
@@ -316,6 +342,10 @@ def test_study_draws_progress_trials_and_the_best_configuration():
     assert len(at.get("vega_lite_chart")) == 2  # best so far, parallel coordinates
     trials = at.dataframe[0].value
     assert list(trials["status"]) == ["COMPLETE", "COMPLETE", "PRUNED", "FAILED", "RUNNING"]
+    assert at.dataframe[0].proto.placeholder == "-"  # a running trial's objective, not "None"
+    # The parallel-coordinates axes carry their values: each numeric axis its lowest and highest.
+    chart = json.loads(at.get("vega_lite_chart")[1].proto.spec)
+    assert len(chart["layer"]) == 2 and chart["layer"][1]["mark"]["type"] == "text"
     assert list(trials["rank"]) == [8, 16, 4, 4, 8]
     assert any("**1.5**" in m.value and "r-2" in m.value for m in at.markdown)
     assert at.json[0].value.replace(" ", "").replace("\n", "") == '{"learning_rate":0.003,"rank":16}'

@@ -225,3 +225,23 @@ def test_best_trial_and_its_spec():
 def test_error_messages_read_as_sentences(monkeypatch, code, details, token, expected):
     monkeypatch.setenv("PEFTLAB_API_TOKEN", token)
     assert client.GatewayError(code, details, "StartStudy").message.startswith(expected)
+
+
+def test_parallel_coordinates_label_each_axis_and_show_missing_values_as_a_dash():
+    from ui import charts
+
+    rows = [
+        {"trial": 0, "status": "COMPLETE", "learning_rate": 0.001, "rank": 8, "method": "lora", "loss": 2.25},
+        {"trial": 1, "status": "RUNNING", "learning_rate": 0.003, "rank": 16, "method": "dora", "loss": None},
+        {"trial": 2, "status": "COMPLETE", "learning_rate": 0.01, "rank": 4, "method": "lora", "loss": 1.5},
+    ]
+    spec = charts.parallel_coordinates(rows, ["learning_rate", "rank", "method", "loss"], "loss").to_dict()
+    lines, ticks = (spec["datasets"][layer["data"]["name"]] for layer in spec["layer"])
+    labels = {(t["axis"], t["position"]): t["label"] for t in ticks}
+    assert labels == {
+        ("learning_rate", 0.0): "0.001", ("learning_rate", 1.0): "0.01", ("rank", 0.0): "4", ("rank", 1.0): "16",
+        ("method", 0.0): "dora", ("method", 1.0): "lora", ("loss", 0.0): "1.5", ("loss", 1.0): "2.25",
+    }  # fmt: skip
+    running = {r["axis"]: r["value"] for r in lines if r["trial"] == 1}
+    assert running == {"learning_rate": "0.003", "rank": "16", "method": "dora", "loss": "-"}
+    assert all(r["value"] not in ("None", "nan") for r in lines)

@@ -3,8 +3,12 @@ Pareto view, a study's best-so-far and parallel coordinates. Each takes plain ro
 
 from __future__ import annotations
 
+import numbers
+
 import altair as alt
 import pandas as pd
+
+from ui import formatting
 
 HEIGHT = 260
 BAR_HEIGHT = 220
@@ -79,7 +83,9 @@ def best_so_far(rows: list[dict], objective: str) -> alt.Chart:
 
 
 def parallel_coordinates(rows: list[dict], dimensions: list[str], color: str) -> alt.Chart:
-    """One line per trial across its parameters and objective, each axis scaled to [0, 1]."""
+    """One line per trial across its parameters and objective, each axis scaled to [0, 1] and labelled with
+    its own values (lowest and highest, or each category); a trial without a value (running, failed) shows
+    "-" there and leaves a gap."""
     frame = pd.DataFrame(rows)
     long = []
     for _, row in frame.iterrows():
@@ -89,6 +95,7 @@ def parallel_coordinates(rows: list[dict], dimensions: list[str], color: str) ->
                          "color": row.get(color)})  # fmt: skip
     data = pd.DataFrame(long)
     data["position"] = float("nan")  # a trial without a value on an axis (e.g. failed) leaves a gap
+    ticks = []
     for dim in dimensions:
         mask = data["axis"] == dim
         raw = data.loc[mask, "raw"]
@@ -97,20 +104,39 @@ def parallel_coordinates(rows: list[dict], dimensions: list[str], color: str) ->
         if present.any() and (numeric.notna() == present).all():
             low, high = numeric.min(), numeric.max()
             data.loc[mask, "position"] = 0.5 if high == low else (numeric - low) / (high - low)
+            ends = [(0.5, low)] if high == low else [(0.0, low), (1.0, high)]
+            ticks += [{"axis": dim, "position": p, "label": _tick(v)} for p, v in ends]
         elif present.any():  # categorical: spread the categories evenly
             cats = sorted(raw[present].astype(str).unique())
             spots = {c: (i / (len(cats) - 1) if len(cats) > 1 else 0.5) for i, c in enumerate(cats)}
             data.loc[mask & data["raw"].notna(), "position"] = raw[present].astype(str).map(spots)
-    data["raw"] = data["raw"].astype(str)
-    return (
+            ticks += [{"axis": dim, "position": p, "label": c} for c, p in spots.items()]
+    data["value"] = [_tick(v) for v in data["raw"]]
+    data = data.drop(columns=["raw"])
+    x = alt.X("axis:N", sort=dimensions, title=None)
+    lines = (
         alt.Chart(data)
         .mark_line(point=True, opacity=0.7)
         .encode(
-            x=alt.X("axis:N", sort=dimensions, title=None),
+            x=x,
             y=alt.Y("position:Q", axis=None),
             detail="trial:N",
             color=alt.Color("color:Q", title=color, scale=alt.Scale(scheme="viridis")),
-            tooltip=["trial:N", "status:N", "axis:N", "raw:N"],
+            tooltip=["trial:N", "status:N", "axis:N", alt.Tooltip("value:N", title="value")],
         )
-        .properties(height=300, title="Trials across parameters")
     )
+    labels = (
+        alt.Chart(pd.DataFrame(ticks, columns=["axis", "position", "label"]))
+        .mark_text(align="left", dx=6, fontSize=11, color="gray")
+        .encode(x=x, y=alt.Y("position:Q", axis=None), text="label:N")
+    )
+    return alt.layer(lines, labels).properties(height=300, title="Trials across parameters")
+
+
+def _tick(value) -> str:
+    """An axis or tooltip value as people write it: 0.003, 16, 1.52; "-" when missing."""
+    if value is None or (isinstance(value, numbers.Real) and pd.isna(value)):
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return str(value)
+    return formatting.number(float(value), 3) if not float(value).is_integer() else f"{int(value):,}"

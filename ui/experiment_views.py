@@ -76,17 +76,26 @@ def comparison(
     st.subheader("Report")
     st.caption("Means over seeds with 95% confidence intervals (Student t); best first." +
                ("" if report.complete else " Partial: some runs are still going."))  # fmt: skip
-    st.dataframe(reports.report_table(report), hide_index=True, key="cmp.table")
+    widgets.table(reports.report_table(report), key="cmp.table")
     for note in report.notes:
         st.info(note, icon=":material/info:")
     if report.failures:
         st.markdown("**Runs without metrics**")
-        st.dataframe([{"row": f.label, "run": f.run_id, "code": f.code, "why": f.message} for f in report.failures],
-                     hide_index=True)  # fmt: skip
+        widgets.table(
+            [{"row": f.label, "run": f.run_id, "code": f.code, "why": f.message} for f in report.failures]
+        )
     tests = reports.stat_tests(report)
     if tests:
         st.markdown("**Pairwise tests**")
-        st.dataframe(tests, hide_index=True)
+        st.caption("paired-t: across seeds, one pair per seed. mcnemar-exact: the same test samples answered "
+                   "by both arms (runs sharing a seed); only samples one arm gets right and the other wrong count.")  # fmt: skip
+        widgets.table(tests, key="cmp.tests")
+    samples = reports.sample_table(report)
+    if samples:
+        st.markdown("**Which test samples each arm gets right**")
+        st.caption("Per test sample (its index in the test split): how many of the arm's seeds answered it exactly "
+                   "right. Each run's test_samples.jsonl has the answers.")  # fmt: skip
+        widgets.table(samples, key="cmp.samples")
     points = reports.pareto_rows(report)
     if points:
         st.subheader("Pareto view")
@@ -127,7 +136,7 @@ def study(experiment: comparator_pb2.Experiment) -> None:
     for row in trials:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     st.markdown(" · ".join(f"{formatting.badge(s)} {n}" for s, n in sorted(counts.items())))
-    st.dataframe(trials, hide_index=True, key="study.trials")
+    widgets.table(trials, key="study.trials")
     best = reports.best_trial(experiment)
     st.subheader("Best configuration")
     if best is None:

@@ -141,8 +141,29 @@ def stat_tests(report: comparator_pb2.Report) -> list[dict]:
             "p (Holm)": round(t.p_adjusted, 4) if t.p_adjusted else None,
             "effect size": round(t.effect_size, 3),
             "significant": "yes" if (t.significant if t.p_adjusted else t.p_value < 0.05) else "",
+            # McNemar's test on per-sample outcomes: the discordant (seed, sample) pairs it rests on.
+            "only a right": t.a_only if t.test == "mcnemar-exact" else None,
+            "only b right": t.b_only if t.test == "mcnemar-exact" else None,
         }
         for t in report.tests
+    ]
+
+
+def sample_table(report: comparator_pb2.Report) -> list[dict]:
+    """Which test samples each arm gets right: one row per sample index, one column per arm, "k/n" = k of
+    the arm's n seeds answered it exactly right."""
+    counts: dict[str, list[list[int]]] = {}
+    for outcome in report.samples:
+        per = counts.setdefault(outcome.label, [])
+        per.extend([0, 0] for _ in range(len(outcome.exact) - len(per)))
+        for i, hit in enumerate(outcome.exact):
+            per[i][0] += int(hit)
+            per[i][1] += 1
+    size = max((len(c) for c in counts.values()), default=0)
+    return [
+        {"sample": i}
+        | {label: f"{c[i][0]}/{c[i][1]}" if i < len(c) and c[i][1] else "-" for label, c in counts.items()}
+        for i in range(size)
     ]
 
 

@@ -75,6 +75,27 @@ def run_label(run) -> str:
     return f"{run.id}{name} · {formatting.run_status(run.status)}"
 
 
+MISSING = "-"
+
+
+def table(rows: list[dict], key: str | None = None) -> None:
+    """st.dataframe with each column as wide as its longest cell (its automatic widths cut report cells:
+    "216.5 [-8.65" of "216.5 [-8.65, 441.6]"), and "-" where a value is missing (a running trial's
+    objective), not "None"."""
+    st.dataframe(rows, hide_index=True, key=key, placeholder=MISSING,
+                 column_config={name: st.column_config.Column(width=px) for name, px in fitted_widths(rows).items()})  # fmt: skip
+
+
+def fitted_widths(rows: list[dict], char_px: int = 8, pad_px: int = 28, max_px: int = 480) -> dict[str, int]:
+    """Column -> pixels for the longest of its header and cells (the grid's font is ~8 px per character)."""
+    widths: dict[str, int] = {}
+    for row in rows:
+        for name, value in row.items():
+            text = "" if value is None else str(value)
+            widths[name] = max(widths.get(name, len(str(name))), len(text))
+    return {name: min(max_px, chars * char_px + pad_px) for name, chars in widths.items()}
+
+
 def sidebar() -> None:
     with st.sidebar:
         auth = "with API token" if client.token_configured() else "no API token"

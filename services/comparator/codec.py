@@ -211,7 +211,11 @@ def report_to_proto(files: ReportFiles) -> pb.Report:
             significant=test.significant,
             n=test.n,
             mean_difference=test.mean_difference,
+            a_only=test.a_only,
+            b_only=test.b_only,
         )
+    for sample in report.samples:
+        out.samples.add(label=sample.label, run_id=sample.run_id, seed=sample.seed, exact=sample.exact)
     for failure in report.failures:
         out.failures.add(
             label=failure.label, run_id=failure.run_id, code=failure.code, message=failure.message

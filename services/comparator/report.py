@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import samples as sample_outcomes
+from .samples import SampleOutcomes
 from .statistics import PairedTest, holm, paired_t, pareto_front, summarize
 
 # Metrics in a report row (RunMetrics names; "task.*" from its TaskScore), in table order.
@@ -77,6 +79,7 @@ class RunData:
     budget_stopped: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     trial_status: str = ""  # studies: COMPLETE | PRUNED | FAILED | RUNNING
+    sample_exact: list[bool] = field(default_factory=list)  # per test sample (TaskScore.sample_exact)
 
     @property
     def has_metrics(self) -> bool:
@@ -123,6 +126,7 @@ class ReportData:
     setup: dict[str, Any]
     generated_at: float = field(default_factory=time.time)
     best_trial: int = -1  # studies: number of the best complete trial
+    samples: list[SampleOutcomes] = field(default_factory=list)  # comparisons: per-sample test outcomes
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -240,6 +244,9 @@ def comparison_report(
             if test is not None:
                 family.append(test)
         tests.extend(holm(family))
+    labels = [row.label for row in rows]
+    samples = sample_outcomes.outcomes(labels, runs)
+    tests.extend(sample_outcomes.mcnemar_tests(labels, samples))
     curves = {
         arm["name"]: {
             "train": _mean_curve([r.train_curve for r in runs if r.label == arm["name"]]),
@@ -268,6 +275,7 @@ def comparison_report(
         notes=all_notes,
         curves=curves,
         setup=experiment.get("setup", {}),
+        samples=samples,
     )
 
 
@@ -446,7 +454,8 @@ def to_markdown(report: ReportData, plots: Sequence[str] = ()) -> str:
     out.append("")
     out.append(results_table(report))
     out.append("")
-    if report.tests:
+    seed_tests = [t for t in report.tests if t.test == "paired-t"]
+    if seed_tests:
         out.append("## Which differences are significant")
         out.append("")
         out.append(
@@ -455,7 +464,7 @@ def to_markdown(report: ReportData, plots: Sequence[str] = ()) -> str:
             "0.05. d_z = mean difference / standard deviation of the differences."
         )
         out.append("")
-        few = min(t.n for t in report.tests) < FEW_PAIRS
+        few = min(t.n for t in seed_tests) < FEW_PAIRS
         rows = [
             [
                 t.a,
@@ -469,7 +478,7 @@ def to_markdown(report: ReportData, plots: Sequence[str] = ()) -> str:
                 f"{t.effect_size:.3g}",
                 ("**yes**" + (" (few seeds\\*)" if t.n < FEW_PAIRS else "")) if t.significant else "no",
             ]
-            for t in report.tests
+            for t in seed_tests
         ]
         out.append(
             _table(
@@ -479,12 +488,14 @@ def to_markdown(report: ReportData, plots: Sequence[str] = ()) -> str:
         out.append("")
         if few:
             out.append(
-                f"\\* Fewer than {FEW_PAIRS} seeds: a paired t-test on {min(t.n for t in report.tests)} pairs "
+                f"\\* Fewer than {FEW_PAIRS} seeds: a paired t-test on {min(t.n for t in seed_tests)} pairs "
                 "rests on one or two differences and their spread, so a small p can come from a spread "
                 "that happens to be tiny. Read these as a hint and rerun with 5 or more seeds before "
                 "calling a difference real."
             )
             out.append("")
+    mcnemar = [t for t in report.tests if t.test == "mcnemar-exact"]
+    out.extend(sample_outcomes.to_markdown(report.samples, mcnemar, _table, _fmt_p))
     if report.failures:
         out.append("## Runs that failed")
         out.append("")

@@ -72,6 +72,12 @@ def metrics_from_events(events: list[RunEvent]) -> dict[str, float]:
     return flatten_metrics(out)
 
 
+def sample_exact(metrics: dict[str, Any] | None) -> list[bool]:
+    """The run's per-test-sample exact match (TaskScore.sample_exact), [] when it was not scored."""
+    task = (metrics or {}).get("task") or {}
+    return [bool(x) for x in task.get("sample_exact") or []] if isinstance(task, dict) else []
+
+
 def from_run(
     store: RunStore, record: RunRecord, label: str, seed: int = 0, budget_stopped: bool = False
 ) -> RunData:
@@ -92,6 +98,7 @@ def from_run(
         valid_curve=valid,
         budget_stopped=budget_stopped,
         params={},
+        sample_exact=sample_exact(record.metrics),
     )
 
 
@@ -121,4 +128,5 @@ def from_local(run: LocalRun, label: str, seed: int = 0) -> RunData:
         train_curve=train,
         valid_curve=valid,
         budget_stopped=bool(run.metrics and run.metrics.get("status") == "budget_stopped"),
+        sample_exact=sample_exact(run.metrics),
     )

@@ -1,5 +1,6 @@
 """The numbers behind a report: means with 95% confidence intervals across seeds, paired tests between arms
-with Holm's correction, and the Pareto front of quality vs time vs memory. Pure functions of floats."""
+(across seeds, and McNemar's on per-sample outcomes) with Holm's correction, and the Pareto front of quality
+vs time vs memory. Pure functions of numbers."""
 
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ class PairedTest:
     p_adjusted: float = math.nan
     significant: bool = False
     test: str = "paired-t"
+    a_only: int = 0  # McNemar: pairs only a got right
+    b_only: int = 0  # McNemar: pairs only b got right
 
 
 def paired_t(a: str, xs: Sequence[float], b: str, ys: Sequence[float], metric: str) -> PairedTest | None:
@@ -70,6 +73,37 @@ def paired_t(a: str, xs: Sequence[float], b: str, ys: Sequence[float], metric: s
         result = _stats.ttest_rel([x for x, _ in pairs], [y for _, y in pairs])
         t, p, d = float(result.statistic), float(result.pvalue), mean / sd
     return PairedTest(a, b, metric, n, mean, t, p, d)
+
+
+def mcnemar_exact(
+    a: str, xs: Sequence[bool], b: str, ys: Sequence[bool], metric: str = "task.exact_match"
+) -> PairedTest | None:
+    """McNemar's exact test on paired binary outcomes (the same sample answered by two arms): only the
+    discordant pairs carry information, and under "no difference" each is a's or b's with probability 1/2,
+    so p is the two-sided binomial test of a_only out of a_only + b_only. None without pairs.
+
+    statistic = a_only; mean_difference = (a_only - b_only) / pairs, the difference in exact match;
+    effect_size = (a_only - b_only) / discordant pairs, in [-1, 1] (0 with none)."""
+    n = min(len(xs), len(ys))
+    if n == 0:
+        return None
+    a_only = sum(1 for x, y in zip(xs, ys) if x and not y)
+    b_only = sum(1 for x, y in zip(xs, ys) if y and not x)
+    discordant = a_only + b_only
+    p = float(_stats.binomtest(a_only, discordant, 0.5).pvalue) if discordant else 1.0
+    return PairedTest(
+        a,
+        b,
+        metric,
+        n,
+        (a_only - b_only) / n,
+        float(a_only),
+        p,
+        (a_only - b_only) / discordant if discordant else 0.0,
+        test="mcnemar-exact",
+        a_only=a_only,
+        b_only=b_only,
+    )
 
 
 def holm(tests: list[PairedTest], alpha: float = ALPHA) -> list[PairedTest]:

@@ -49,6 +49,41 @@ def _charts(f: feed.RunFeed, active: bool) -> None:
     right.altair_chart(charts.curve(memory, "GB", "peak memory (GB)"), key="chart.memory", width="stretch")
 
 
+def _header(run_id: str) -> None:
+    """Status, trainer and banners, fetched in a fragment of their own that refreshes like the charts: a page
+    opened while the run was QUEUED follows it to RUNNING instead of keeping "QUEUED · trainer -" (and the
+    queued banner) above charts that train live. Its own fragment, so it stays above the action buttons."""
+    run = client.run(run_id)
+    spec = run.spec
+    status = formatting.run_status(run.status)
+    st.markdown(
+        f"### {run.name or run.id} {formatting.badge(status)}\n"
+        f"{spec.method or 'lora'} on **{spec.model or 'the default model'}** with **{spec.data or 'the default dataset'}**"
+        f" · trainer `{run.trainer_id or '-'}` · attempt {run.attempt} · created {formatting.when(run.created_at)}"
+    )
+    if run.status == common_pb2.RUN_STATUS_FAILED or run.error.message:
+        where = f" (field `{run.error.field}`)" if run.error.field else ""
+        st.error(f"{run.error.code or 'FAILED'}: {run.error.message}{where}", icon=":material/error:")
+    if run.status == common_pb2.RUN_STATUS_QUEUED:
+        st.info("Queued: it starts as soon as a trainer has a free slot.", icon=":material/hourglass_top:")
+    if run.waiting:  # a lost run whose checkpoint only its own trainer sees (per-machine runs roots)
+        st.warning(run.waiting, icon=":material/hourglass_empty:")
+
+
+LIVE_SPEED_HELP = (
+    "This step's tokens (prompts and answers) per second of its own step time. The final tokens/s is the "
+    "mean over all steps (all tokens / summed step time), so it smooths out slow first steps."
+)
+ELAPSED_HELP = (
+    "Time since training started (or resumed), evaluations and checkpoints included. The final wall time "
+    "is the whole run: loading the model, training, the last evaluation and the test-split scoring."
+)
+FINAL_SPEED_HELP = (
+    "Mean over the training steps: all tokens / summed step time (evaluations and checkpoints excluded)."
+)
+WALL_HELP = "The whole run: loading the model, training, evaluations, checkpoints and the test-split scoring."
+
+
 def _live(run_id: str, was_active: bool) -> None:
     run = client.run(run_id)
     f = _feed(run_id)
@@ -63,8 +98,12 @@ def _live(run_id: str, was_active: bool) -> None:
     cols[0].metric("step", f"{p.step}/{p.total}")
     cols[1].metric("train loss", formatting.number(last["train_loss"]) if last else "-")
     cols[2].metric("valid loss", formatting.number(valid["valid_loss"]) if valid else "-")
-    cols[3].metric("tokens/s", f"{last['tokens_per_second']:.0f}" if last else "-")
-    cols[4].metric("elapsed", formatting.duration(last["elapsed_seconds"]) if last else "-")
+    cols[3].metric(
+        "tokens/s (this step)", f"{last['tokens_per_second']:.0f}" if last else "-", help=LIVE_SPEED_HELP
+    )
+    cols[4].metric(
+        "elapsed", formatting.duration(last["elapsed_seconds"]) if last else "-", help=ELAPSED_HELP
+    )
     _charts(f, run.status in formatting.ACTIVE_RUN)
     with st.expander(f"Logs ({len(f.logs)} lines)"):
         st.code("\n".join(f.logs[-200:]) or "(none yet)", language=None)
@@ -81,8 +120,8 @@ def _metrics(run: common_pb2.Run) -> None:
     cols[2].metric("test loss", formatting.number(m.test_loss))
     cols[3].metric("exact match", f"{m.task.exact_match:.0%}" if m.HasField("task") else "-")
     cols = st.columns(4)
-    cols[0].metric("tokens/s", f"{m.tokens_per_second:.0f}")
-    cols[1].metric("wall time", formatting.duration(m.wall_seconds))
+    cols[0].metric("tokens/s (mean)", f"{m.tokens_per_second:.0f}", help=FINAL_SPEED_HELP)
+    cols[1].metric("wall time", formatting.duration(m.wall_seconds), help=WALL_HELP)
     # How far the prediction made before the run was from what it measured (+ = predicted more).
     off = (
         (m.predicted_peak_memory_bytes - m.peak_memory_bytes) / m.peak_memory_bytes
@@ -188,22 +227,9 @@ st.query_params["run"] = chosen
 
 run = client.run(chosen)
 spec = run.spec
-status = formatting.run_status(run.status)
-st.markdown(
-    f"### {run.name or run.id} {formatting.badge(status)}\n"
-    f"{spec.method or 'lora'} on **{spec.model or 'the default model'}** with **{spec.data or 'the default dataset'}**"
-    f" · trainer `{run.trainer_id or '-'}` · attempt {run.attempt} · created {formatting.when(run.created_at)}"
-)
-if run.status == common_pb2.RUN_STATUS_FAILED or run.error.message:
-    where = f" (field `{run.error.field}`)" if run.error.field else ""
-    st.error(f"{run.error.code or 'FAILED'}: {run.error.message}{where}", icon=":material/error:")
-if run.status == common_pb2.RUN_STATUS_QUEUED:
-    st.info("Queued: it starts as soon as a trainer has a free slot.")
-if run.waiting:  # a lost run whose checkpoint only its own trainer sees (per-machine runs roots)
-    st.warning(run.waiting, icon=":material/hourglass_empty:")
-
-_actions(run)
 active = run.status in formatting.ACTIVE_RUN
+st.fragment(run_every=REFRESH_S if active else None)(widgets.shows_errors(_header))(chosen)
+_actions(run)
 st.fragment(run_every=REFRESH_S if active else None)(widgets.shows_errors(_live))(chosen, active)
 if run.status == common_pb2.RUN_STATUS_SUCCEEDED and run.HasField("metrics"):
     _metrics(run)

@@ -161,7 +161,7 @@ class RunProgress(_message.Message):
     def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., train_loss: _Optional[float] = ..., valid_loss: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., elapsed_seconds: _Optional[float] = ..., last_event_id: _Optional[str] = ...) -> None: ...
 
 class TaskScore(_message.Message):
-    __slots__ = ("task", "n", "exact_match", "field_accuracy", "parse_rate", "generation_tokens_per_second")
+    __slots__ = ("task", "n", "exact_match", "field_accuracy", "parse_rate", "generation_tokens_per_second", "sample_exact")
     class FieldAccuracyEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -175,13 +175,15 @@ class TaskScore(_message.Message):
     FIELD_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     PARSE_RATE_FIELD_NUMBER: _ClassVar[int]
     GENERATION_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_EXACT_FIELD_NUMBER: _ClassVar[int]
     task: str
     n: int
     exact_match: float
     field_accuracy: _containers.ScalarMap[str, float]
     parse_rate: float
     generation_tokens_per_second: float
-    def __init__(self, task: _Optional[str] = ..., n: _Optional[int] = ..., exact_match: _Optional[float] = ..., field_accuracy: _Optional[_Mapping[str, float]] = ..., parse_rate: _Optional[float] = ..., generation_tokens_per_second: _Optional[float] = ...) -> None: ...
+    sample_exact: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, task: _Optional[str] = ..., n: _Optional[int] = ..., exact_match: _Optional[float] = ..., field_accuracy: _Optional[_Mapping[str, float]] = ..., parse_rate: _Optional[float] = ..., generation_tokens_per_second: _Optional[float] = ..., sample_exact: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class RunMetrics(_message.Message):
     __slots__ = ("status", "steps", "final_train_loss", "final_valid_loss", "best_valid_loss", "valid_perplexity", "test_loss", "test_perplexity", "task", "train_tokens", "tokens_per_second", "wall_seconds", "train_seconds", "peak_memory_bytes", "peak_rss_bytes", "predicted_peak_memory_bytes", "trainable_parameters", "total_parameters", "adapter_bytes", "run_dir", "backend", "test_loss_samples", "test_loss_tokens", "batch_size", "grad_accumulation", "batch_auto")

@@ -285,7 +285,7 @@ class ReportFailure(_message.Message):
     def __init__(self, label: _Optional[str] = ..., run_id: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class StatTest(_message.Message):
-    __slots__ = ("a", "b", "metric", "test", "statistic", "p_value", "effect_size", "p_adjusted", "significant", "n", "mean_difference")
+    __slots__ = ("a", "b", "metric", "test", "statistic", "p_value", "effect_size", "p_adjusted", "significant", "n", "mean_difference", "a_only", "b_only")
     A_FIELD_NUMBER: _ClassVar[int]
     B_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -297,6 +297,8 @@ class StatTest(_message.Message):
     SIGNIFICANT_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
     MEAN_DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    A_ONLY_FIELD_NUMBER: _ClassVar[int]
+    B_ONLY_FIELD_NUMBER: _ClassVar[int]
     a: str
     b: str
     metric: str
@@ -308,7 +310,21 @@ class StatTest(_message.Message):
     significant: bool
     n: int
     mean_difference: float
-    def __init__(self, a: _Optional[str] = ..., b: _Optional[str] = ..., metric: _Optional[str] = ..., test: _Optional[str] = ..., statistic: _Optional[float] = ..., p_value: _Optional[float] = ..., effect_size: _Optional[float] = ..., p_adjusted: _Optional[float] = ..., significant: _Optional[bool] = ..., n: _Optional[int] = ..., mean_difference: _Optional[float] = ...) -> None: ...
+    a_only: int
+    b_only: int
+    def __init__(self, a: _Optional[str] = ..., b: _Optional[str] = ..., metric: _Optional[str] = ..., test: _Optional[str] = ..., statistic: _Optional[float] = ..., p_value: _Optional[float] = ..., effect_size: _Optional[float] = ..., p_adjusted: _Optional[float] = ..., significant: _Optional[bool] = ..., n: _Optional[int] = ..., mean_difference: _Optional[float] = ..., a_only: _Optional[int] = ..., b_only: _Optional[int] = ...) -> None: ...
+
+class SampleOutcomes(_message.Message):
+    __slots__ = ("label", "run_id", "seed", "exact")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    run_id: str
+    seed: int
+    exact: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, label: _Optional[str] = ..., run_id: _Optional[str] = ..., seed: _Optional[int] = ..., exact: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class Plot(_message.Message):
     __slots__ = ("name", "title", "png", "data_json")
@@ -323,7 +339,7 @@ class Plot(_message.Message):
     def __init__(self, name: _Optional[str] = ..., title: _Optional[str] = ..., png: _Optional[bytes] = ..., data_json: _Optional[str] = ...) -> None: ...
 
 class Report(_message.Message):
-    __slots__ = ("experiment_id", "complete", "rows", "tests", "plots", "markdown", "failures", "notes", "directory", "json", "html")
+    __slots__ = ("experiment_id", "complete", "rows", "tests", "plots", "markdown", "failures", "notes", "directory", "json", "html", "samples")
     EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -335,6 +351,7 @@ class Report(_message.Message):
     DIRECTORY_FIELD_NUMBER: _ClassVar[int]
     JSON_FIELD_NUMBER: _ClassVar[int]
     HTML_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
     experiment_id: str
     complete: bool
     rows: _containers.RepeatedCompositeFieldContainer[ReportRow]
@@ -346,7 +363,8 @@ class Report(_message.Message):
     directory: str
     json: str
     html: str
-    def __init__(self, experiment_id: _Optional[str] = ..., complete: _Optional[bool] = ..., rows: _Optional[_Iterable[_Union[ReportRow, _Mapping]]] = ..., tests: _Optional[_Iterable[_Union[StatTest, _Mapping]]] = ..., plots: _Optional[_Iterable[_Union[Plot, _Mapping]]] = ..., markdown: _Optional[str] = ..., failures: _Optional[_Iterable[_Union[ReportFailure, _Mapping]]] = ..., notes: _Optional[_Iterable[str]] = ..., directory: _Optional[str] = ..., json: _Optional[str] = ..., html: _Optional[str] = ...) -> None: ...
+    samples: _containers.RepeatedCompositeFieldContainer[SampleOutcomes]
+    def __init__(self, experiment_id: _Optional[str] = ..., complete: _Optional[bool] = ..., rows: _Optional[_Iterable[_Union[ReportRow, _Mapping]]] = ..., tests: _Optional[_Iterable[_Union[StatTest, _Mapping]]] = ..., plots: _Optional[_Iterable[_Union[Plot, _Mapping]]] = ..., markdown: _Optional[str] = ..., failures: _Optional[_Iterable[_Union[ReportFailure, _Mapping]]] = ..., notes: _Optional[_Iterable[str]] = ..., directory: _Optional[str] = ..., json: _Optional[str] = ..., html: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[SampleOutcomes, _Mapping]]] = ...) -> None: ...
 
 class GetReportResponse(_message.Message):
     __slots__ = ("report",)

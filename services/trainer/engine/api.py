@@ -27,7 +27,8 @@ from .artifacts import save_adapter
 from .blas import coretype_warning
 from .callbacks import TrainingCallback
 from .errors import CheckpointError, OutOfMemory
-from .evaluation import loss_over, score_split
+from .eval_generation import EVAL_SAMPLES_FILE, EvalGeneration, truncate_eval_samples
+from .evaluation import TEST_SAMPLES_FILE, loss_over, score_split
 from .hardware import backend_label, detect_hardware
 from .methods import apply_method, load_base, parameter_counts, write_json_atomic
 from .metrics import MetricsLog, RunResult, perplexity, read_metrics
@@ -188,9 +189,11 @@ def train(
         _rescale_position(progress, saved_spec, spec)
         if lead:
             _truncate_metrics(metrics_path, progress.step)
+            truncate_eval_samples(run_dir / EVAL_SAMPLES_FILE, progress.step)
         callback.on_log(f"resuming from {found.name} (step {progress.step})")
-    elif metrics_path.exists() and lead:
-        metrics_path.unlink()  # a previous attempt that never checkpointed: start the log over
+    elif lead:  # a previous attempt that never checkpointed: start its logs over
+        metrics_path.unlink(missing_ok=True)
+        (run_dir / EVAL_SAMPLES_FILE).unlink(missing_ok=True)
     if lead:
         write_json_atomic(run_dir / "spec.json", spec.to_dict())
 
@@ -202,8 +205,6 @@ def train(
     if world is not None:
         backend = f"{backend} x{world.size} ({os.environ.get(distributed.BACKEND_ENV)})"
     if spec.eval_samples and lead:
-        from .eval_generation import EvalGeneration
-
         callback = EvalGeneration(callback, model, prepared.tokenizer, splits["valid"], spec, run_dir)
     callback.on_start(
         {
@@ -272,6 +273,7 @@ def train(
             spec.test_samples,
             spec.max_new_tokens,
             progress=lambda d, t: callback.on_progress("test_scoring", d, t, "samples"),
+            samples_path=run_dir / TEST_SAMPLES_FILE,
         )
 
     p = outcome.progress

@@ -62,5 +62,18 @@ class EvalGeneration(TrainingCallback):
         return self.inner.should_stop()
 
 
+def truncate_eval_samples(path: Path, step: int) -> None:
+    """Drop the rows of evaluations after the checkpoint a run resumes from: they are produced again (as
+    metrics.jsonl's records are), and a reader would otherwise see those steps twice."""
+    if not path.exists():
+        return
+    kept = [
+        line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step
+    ]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
+
+
 def valid_format(records: list[dict]) -> bool:
     return "messages" in records[0] or "prompt" in records[0]

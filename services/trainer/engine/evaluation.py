@@ -2,12 +2,18 @@
 from greedy batched generations scored with the dataset's scorer. Both report progress as they go, so a
 watcher sees the run working, not a silence of minutes.
 
+Each scored sample's answer, reference and outcome can be kept as `test_samples.jsonl` (one JSON object per
+sample, in split order), and TaskScore.sample_exact carries the outcomes, so a comparison can pair two
+runs' answers sample by sample (McNemar's test) without reading the trainer's files.
+
 A dataset dir may hold `dataset.json` naming its task; the default dataset's task is "extraction" (JSON
 exact match plus per-field accuracy). Other chat/completion data gets whitespace-normalized exact match.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,6 +127,44 @@ def generate_answers(
     return texts, (stats.generation_tokens / seconds if seconds else 0.0)
 
 
+TEST_SAMPLES_FILE = "test_samples.jsonl"
+
+
+def prompt_id(record: dict[str, Any]) -> str:
+    """The row's own id when it has one, else a short hash of the prompt it is asked: stable across runs of
+    the same data, so two runs' files can be joined on it as well as on the index."""
+    if isinstance(record.get("id"), str | int):
+        return str(record["id"])
+    text = json.dumps(prompt_messages(record), sort_keys=True, ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def per_sample(
+    score: Callable[[list[str], list[str]], dict[str, Any]], texts: list[str], references: list[str]
+) -> list[dict[str, Any]]:
+    """Each answer scored alone: exact (bool) and score (the mean field accuracy where the task has fields,
+    else the exact match as 0/1)."""
+    out = []
+    for text, reference in zip(texts, references):
+        result = score([text], [reference])
+        fields = result.get("field_accuracy") or {}
+        exact = bool(result["exact_match"] >= 1.0)
+        out.append({"exact": exact, "score": sum(fields.values()) / len(fields) if fields else float(exact)})
+    return out
+
+
+def write_samples(
+    path: Path, records: list[dict], texts: list[str], references: list[str], outcomes: list[dict]
+) -> None:
+    """test_samples.jsonl, written whole then renamed: a reader never sees half of it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as fh:
+        for index, (record, text, reference, outcome) in enumerate(zip(records, texts, references, outcomes)):
+            row = {"index": index, "prompt_id": prompt_id(record), "answer": text, "reference": reference}
+            fh.write(json.dumps(row | outcome, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
 def score_split(
     model: nn.Module,
     tokenizer: Any,
@@ -129,7 +173,10 @@ def score_split(
     samples: int,
     max_tokens: int,
     progress: Progress | None = None,
+    samples_path: Path | None = None,
 ) -> TaskScore | None:
+    """Greedy answers to the split's first `samples` rows, scored; with samples_path, each sample's answer
+    and outcome is written there (test_samples.jsonl)."""
     if split.format == "text" or samples <= 0:
         return None
     records = split.records[:samples]
@@ -137,7 +184,12 @@ def score_split(
     if progress:
         progress(0, len(records))
     texts, tps = generate_answers(model, tokenizer, records, max_tokens, progress)
-    result = scorer(task)(texts, [reference_answer(r) for r in records])
+    references = [reference_answer(r) for r in records]
+    score = scorer(task)
+    result = score(texts, references)
+    outcomes = per_sample(score, texts, references)
+    if samples_path is not None:
+        write_samples(samples_path, records, texts, references, outcomes)
     return TaskScore(
         task=task,
         n=len(records),
@@ -145,4 +197,5 @@ def score_split(
         field_accuracy=result["field_accuracy"],
         parse_rate=result["parse_rate"],
         generation_tokens_per_second=tps,
+        sample_exact=[o["exact"] for o in outcomes],
     )

@@ -55,6 +55,8 @@ class TaskScore:
     field_accuracy: dict[str, float] = field(default_factory=dict)
     parse_rate: float = 0.0
     generation_tokens_per_second: float = 0.0
+    # Each scored sample's exact match, in split order (what test_samples.jsonl holds per row).
+    sample_exact: list[bool] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
