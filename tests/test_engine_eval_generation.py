@@ -4,8 +4,8 @@ on the eval event, and each sample's outcome in eval_samples.jsonl."""
 from __future__ import annotations
 
 import json
-import shutil
 import math
+import shutil
 
 from services.common.datasets.samples import reference_answer
 from services.common.datasets.sources import read_jsonl

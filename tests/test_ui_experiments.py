@@ -7,7 +7,6 @@ not produce (failures, partial rows, notes). Playground: both sides stream from 
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import grpc
