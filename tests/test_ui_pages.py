@@ -174,6 +174,55 @@ def test_new_run_shows_dataset_problems_by_line(gateway_env):
         client.refresh()
 
 
+def test_new_run_maps_columns_for_the_checks_the_preview_and_the_spec(gateway_env):
+    """Rows with their own column names fail the checks until the mapping names them; then the gateway's
+    checks and preview read them as the engine will (a system turn, a prompt, an answer), and the spec
+    carries the mapping."""
+    mapped = gateway_env.data_root / "qa-mapped"
+    mapped.mkdir(exist_ok=True)
+    for split, n in (("train", 4), ("valid", 2)):
+        rows = [
+            {"question": f"What is {i} + {i}?", "answer": str(2 * i), "persona": "a terse tutor"}
+            for i in range(n)
+        ]
+        (mapped / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from ui import client
+
+    client.refresh()
+    try:
+        at = _app(state.PAGE_NEW_RUN)
+        at.selectbox(key=state.NEW_RUN_MODEL).set_value("tiny-llama").run()
+        at.selectbox(key=state.NEW_RUN_DATASET).set_value("qa-mapped").run()
+        assert any("problem(s) found" in e.value for e in at.error)
+        for name, column in (
+            ("prompt_field", "question"),
+            ("completion_field", "answer"),
+            ("system_field", "persona"),
+        ):
+            at.text_input(key=f"new_run.{name}").set_value(column)
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+        assert any("Every line checks out" in s.value for s in at.success), [e.value for e in at.error]
+        preview = at.dataframe[0].value
+        first = json.loads(preview["row"][0])
+        assert first == {"messages": [
+            {"role": "system", "content": "a terse tutor"},
+            {"role": "user", "content": "What is 0 + 0?"},
+            {"role": "assistant", "content": "0"},
+        ]}  # fmt: skip
+        assert list(preview["format"]) == ["chat"] * 4 and (preview["completion tokens"] > 0).all()
+        spec = json.loads(at.get("code")[-1].value)
+        assert (spec["prompt_field"], spec["completion_field"], spec["system_field"]) == (
+            "question",
+            "answer",
+            "persona",
+        )
+        assert "messages_field" not in spec
+    finally:
+        shutil.rmtree(mapped)  # the data root is shared with later UI tests
+        client.refresh()
+
+
 def test_new_run_form_checks_before_submitting(gateway_env):
     at = _new_run()
     at.number_input(key=state.NEW_RUN_ITERS).set_value(3).run()

@@ -199,14 +199,18 @@ def datasets() -> list[gateway_pb2.DatasetInfo]:
     return list(_catalog("ListDatasets", gateway_pb2.ListDatasetsRequest()).datasets)
 
 
-def validate_dataset(path: str) -> gateway_pb2.ValidateDatasetResponse:
-    return _catalog("ValidateDataset", gateway_pb2.ValidateDatasetRequest(path=path, max_problems=200))
+def validate_dataset(path: str, columns: dict[str, str] | None = None) -> gateway_pb2.ValidateDatasetResponse:
+    """`columns`: the column mapping by RunSpec's field names (prompt_field, completion_field, ...)."""
+    request = gateway_pb2.ValidateDatasetRequest(path=path, max_problems=200, **(columns or {}))
+    return _catalog("ValidateDataset", request)
 
 
 def preview_dataset(
-    path: str, split: str = "train", rows: int = 5, model: str = ""
+    path: str, split: str = "train", rows: int = 5, model: str = "", columns: dict[str, str] | None = None
 ) -> gateway_pb2.PreviewDatasetResponse:
-    request = gateway_pb2.PreviewDatasetRequest(path=path, split=split, rows=rows, model=model)
+    request = gateway_pb2.PreviewDatasetRequest(
+        path=path, split=split, rows=rows, model=model, **(columns or {})
+    )
     return _catalog("PreviewDataset", request)
 
 

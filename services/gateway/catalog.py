@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,19 @@ def _split_files(path: Path) -> dict[str, Path]:
         return {}
 
 
+MAPPING_FIELDS = ("prompt_field", "completion_field", "messages_field", "system_field")
+
+
+def _mapping(fields: Mapping[str, str] | None) -> dict[str, str]:
+    """RunSpec's column-mapping fields (prompt_field, ...) -> layouts.Columns' keyword arguments."""
+    fields = fields or {}
+    return {name.removesuffix("_field"): str(fields.get(name) or "").strip() for name in MAPPING_FIELDS}
+
+
+def has_split(path: Path, split: str) -> bool:
+    return split in _split_files(path)
+
+
 def _rows(path: Path) -> int:
     if path.suffix != ".jsonl":
         from services.common.datasets.sources import read_rows
@@ -212,11 +226,17 @@ def list_datasets(root: Path) -> list[DatasetInfo]:
     ]
 
 
-def validate_dataset(path: Path, max_problems: int = 50) -> tuple[bool, list[DatasetProblem]]:
-    """Every line of every split: JSON object, one known format per file, the engine's per-record rules."""
+def validate_dataset(
+    path: Path, max_problems: int = 50, columns: Mapping[str, str] | None = None
+) -> tuple[bool, list[DatasetProblem]]:
+    """Every line of every split: JSON object, one known format per file (after the column mapping: RunSpec's
+    prompt_field, completion_field, messages_field, system_field), the engine's per-record rules."""
+    from services.common.datasets.layouts import Columns, normalize
     from services.common.datasets.samples import check_record, detect_format
     from services.common.datasets.sources import parse_line
     from services.common.errors import DatasetError
+
+    columns = Columns(**_mapping(columns))
 
     problems: list[DatasetProblem] = []
 
@@ -234,7 +254,7 @@ def validate_dataset(path: Path, max_problems: int = 50) -> tuple[bool, list[Dat
         if file is None:
             continue
         if file.suffix != ".jsonl":
-            if not _validate_table(file, add):
+            if not _validate_table(file, add, columns):
                 return False, problems
             continue
         fmt, count = "", 0
@@ -245,6 +265,8 @@ def validate_dataset(path: Path, max_problems: int = 50) -> tuple[bool, list[Dat
                 count += 1
                 try:
                     record = parse_line(text, file, number)
+                    if columns.mapped:
+                        record = normalize(record, columns, file, number)
                     fmt = fmt or detect_format(record, file, number)
                     check_record(record, fmt, file, number)
                 except DatasetError as exc:
@@ -255,9 +277,9 @@ def validate_dataset(path: Path, max_problems: int = 50) -> tuple[bool, list[Dat
     return not problems, problems
 
 
-def _validate_table(file: Path, add) -> bool:
+def _validate_table(file: Path, add, columns) -> bool:
     """A parquet/arrow/json/csv split, row by row, through the engine's reader, layouts and record rules."""
-    from services.common.datasets.layouts import Columns, normalize
+    from services.common.datasets.layouts import normalize
     from services.common.datasets.samples import check_record, detect_format
     from services.common.datasets.sources import read_rows
     from services.common.errors import DatasetError
@@ -269,7 +291,7 @@ def _validate_table(file: Path, add) -> bool:
     fmt = ""
     for number, record in rows:
         try:
-            record = normalize(record, Columns(), file, number)
+            record = normalize(record, columns, file, number)
             fmt = fmt or detect_format(record, file, number)
             check_record(record, fmt, file, number)
         except DatasetError as exc:
@@ -354,8 +376,11 @@ def _load_tokenizer(model_dir: str) -> Any:
         ) from None
 
 
-def preview_dataset(path: Path, split: str, rows: int, model_dir: Path) -> tuple[list[PreviewRow], int]:
-    """The first `rows` records of a split with their prompt/completion token counts under the model's
+def preview_dataset(
+    path: Path, split: str, rows: int, model_dir: Path, columns: Mapping[str, str] | None = None
+) -> tuple[list[PreviewRow], int]:
+    """The first `rows` records of a split, as the engine reads them (after the column mapping: RunSpec's
+    prompt_field, completion_field, messages_field, system_field), with their prompt/completion token counts under the model's
     tokenizer and chat template, and the split's row count."""
     from services.common.datasets.layouts import Columns, normalize
     from services.common.datasets.samples import check_record, detect_format, encode
@@ -374,9 +399,8 @@ def preview_dataset(path: Path, split: str, rows: int, model_dir: Path) -> tuple
         table = read_rows(file)
         total, head = len(table), table[:rows]
     for number, record in head:
-        record = normalize(
-            record, Columns(), file, number
-        )  # Alpaca / ShareGPT rows show as the chat they become
+        # Alpaca / ShareGPT rows (and mapped columns) show as the chat or prompt/completion they become.
+        record = normalize(record, Columns(**_mapping(columns)), file, number)
         fmt = fmt or detect_format(record, file, number)
         check_record(record, fmt, file, number)  # what the template would choke on is named first
         tokens, prompt_len = encode(record, fmt, tokenizer)

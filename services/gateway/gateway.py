@@ -203,13 +203,17 @@ class Gateway:
     def list_datasets(self) -> list[catalog.DatasetInfo]:
         return catalog.list_datasets(self.roots.data)
 
-    def validate_dataset(self, path: str, max_problems: int) -> tuple[bool, catalog.DatasetInfo, list]:
+    def validate_dataset(
+        self, path: str, max_problems: int, columns: dict[str, str] | None = None
+    ) -> tuple[bool, catalog.DatasetInfo, list]:
         max_problems = int(check_range(max_problems or 50, 1, 1000, "max_problems"))
         directory = self._dataset(path)
-        valid, problems = catalog.validate_dataset(directory, max_problems)
+        valid, problems = catalog.validate_dataset(directory, max_problems, columns)
         return valid, catalog.describe_dataset(directory), problems
 
-    def preview_dataset(self, path: str, split: str, rows: int, model: str) -> tuple[list, int, str]:
+    def preview_dataset(
+        self, path: str, split: str, rows: int, model: str, columns: dict[str, str] | None = None
+    ) -> tuple[list, int, str]:
         from services.common.errors import DatasetError
 
         split = split or "train"
@@ -217,11 +221,11 @@ class Gateway:
             raise InvalidArgument(f"must be one of {', '.join(catalog.SPLITS)}, got {split!r}", "split")
         rows = int(check_range(rows or 5, 1, 100, "rows"))
         directory = self._dataset(path)
-        if not (directory / f"{split}.jsonl").is_file():
-            raise NotFound(f"dataset {path!r} has no {split}.jsonl", "split")
+        if not catalog.has_split(directory, split):
+            raise NotFound(f"dataset {path!r} has no {split} split ({split}.jsonl, .parquet, ...)", "split")
         model_path = self.check_model(model)
         try:
-            out, total = catalog.preview_dataset(directory, split, rows, model_path)
+            out, total = catalog.preview_dataset(directory, split, rows, model_path, columns)
         except (DatasetError, ValueError) as exc:
             raise InvalidArgument(f"{exc}; ValidateDataset lists every problem", "path") from None
         return out, total, model_path.name

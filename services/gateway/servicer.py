@@ -111,7 +111,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return gateway_pb2.ListDatasetsResponse(datasets=datasets, root=str(self.gateway.roots.data))
 
     def ValidateDataset(self, request, context):
-        valid, info, problems = self.gateway.validate_dataset(request.path, request.max_problems)
+        valid, info, problems = self.gateway.validate_dataset(
+            request.path, request.max_problems, _mapping(request)
+        )
         return gateway_pb2.ValidateDatasetResponse(
             valid=valid,
             dataset=codec.fill(gateway_pb2.DatasetInfo(), dataclasses.asdict(info)),
@@ -120,7 +122,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     def PreviewDataset(self, request, context):
         rows, total, model = self.gateway.preview_dataset(
-            request.path, request.split, request.rows, request.model
+            request.path, request.split, request.rows, request.model, _mapping(request)
         )
         return gateway_pb2.PreviewDatasetResponse(
             rows=[gateway_pb2.PreviewRow(**dataclasses.asdict(r)) for r in rows],
@@ -294,3 +296,11 @@ def _redact(url: str) -> str:
         return url
     scheme, rest = url.split("://", 1)
     return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+def _mapping(request) -> dict[str, str]:
+    """ValidateDataset's and PreviewDataset's column mapping (RunSpec's field names)."""
+    return {
+        name: getattr(request, name)
+        for name in ("prompt_field", "completion_field", "messages_field", "system_field")
+    }

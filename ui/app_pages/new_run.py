@@ -81,9 +81,28 @@ def _upload_tab() -> None:
                          hide_index=True)  # fmt: skip
 
 
-def _dataset_check(name: str, model: str) -> float:
+MAPPING = {  # RunSpec's column-mapping fields: label, placeholder
+    "prompt_field": ("Prompt column", "e.g. question"),
+    "completion_field": ("Completion column", "e.g. answer"),
+    "messages_field": ("Messages column", "e.g. dialog"),
+    "system_field": ("System prompt column", "e.g. persona"),
+}
+
+
+def _column_mapping() -> dict[str, str]:
+    """Which columns hold what, for data not in the engine's own keys; "" = the format's own key."""
+    st.caption("Column mapping, for rows whose columns have other names (leave empty for messages / prompt + "
+               "completion / text, Alpaca and ShareGPT rows). The checks and the preview below use it.")  # fmt: skip
+    cols = st.columns(4)
+    return {
+        name: col.text_input(label, key=f"new_run.{name}", placeholder=hint).strip()
+        for col, (name, (label, hint)) in zip(cols, MAPPING.items())
+    }
+
+
+def _dataset_check(name: str, model: str, columns: dict[str, str]) -> float:
     """Shows the dataset's checks and a preview with token counts; returns the mean tokens per row (0 if unknown)."""
-    check = client.validate_dataset(name)
+    check = client.validate_dataset(name, columns)
     splits = ", ".join(f"{s.split} {s.rows:,}" for s in check.dataset.splits)
     if check.valid:
         st.success(f"Every line checks out: {splits} rows · format {check.dataset.format or '?'}.")
@@ -95,7 +114,7 @@ def _dataset_check(name: str, model: str) -> float:
     split = st.radio(
         "Preview split", [s.split for s in check.dataset.splits], horizontal=True, key="preview.split"
     )
-    preview = client.preview_dataset(name, split, rows=8, model=model)
+    preview = client.preview_dataset(name, split, rows=8, model=model, columns=columns)
     st.dataframe(
         [
             {
@@ -233,10 +252,12 @@ with pick:
             format_func=lambda n: f"{n} ({next(d for d in datasets if d.name == n).format or '?'} format)",
         )
 tokens_per_row = 0.0
+columns: dict[str, str] = {}
 if dataset:
     with st.expander("Preview and checks", expanded=True):
+        columns = _column_mapping()
         try:
-            tokens_per_row = _dataset_check(dataset, model if info is not None else "")
+            tokens_per_row = _dataset_check(dataset, model if info is not None else "", columns)
         except client.GatewayError as error:
             widgets.show_error(error)
 train_rows = next((s.rows for d in datasets if d.name == dataset for s in d.splits if s.split == "train"), 0)
@@ -250,7 +271,7 @@ adapter = method != "full"
 # ---- 4. hyperparameters ----
 st.subheader("4 · Hyperparameters")
 st.caption("The defaults suit the method; hover a field for what it does.")
-spec: dict = {"model": model, "data": dataset, "method": method}
+spec: dict = {"model": model, "data": dataset, "method": method} | {k: v for k, v in columns.items() if v}
 c1, c2, c3, c4 = st.columns(4)
 spec["iters"] = c1.number_input("Steps", 1, 10_000_000, 60, key=state.NEW_RUN_ITERS,
                                  help="Optimizer steps to train for.")  # fmt: skip

@@ -111,12 +111,20 @@ class ListDatasetsResponse(_message.Message):
     def __init__(self, datasets: _Optional[_Iterable[_Union[DatasetInfo, _Mapping]]] = ..., root: _Optional[str] = ...) -> None: ...
 
 class ValidateDatasetRequest(_message.Message):
-    __slots__ = ("path", "max_problems")
+    __slots__ = ("path", "max_problems", "prompt_field", "completion_field", "messages_field", "system_field")
     PATH_FIELD_NUMBER: _ClassVar[int]
     MAX_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_FIELD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_FIELD_FIELD_NUMBER: _ClassVar[int]
     path: str
     max_problems: int
-    def __init__(self, path: _Optional[str] = ..., max_problems: _Optional[int] = ...) -> None: ...
+    prompt_field: str
+    completion_field: str
+    messages_field: str
+    system_field: str
+    def __init__(self, path: _Optional[str] = ..., max_problems: _Optional[int] = ..., prompt_field: _Optional[str] = ..., completion_field: _Optional[str] = ..., messages_field: _Optional[str] = ..., system_field: _Optional[str] = ...) -> None: ...
 
 class DatasetProblem(_message.Message):
     __slots__ = ("file", "line", "problem")
@@ -139,16 +147,24 @@ class ValidateDatasetResponse(_message.Message):
     def __init__(self, valid: _Optional[bool] = ..., dataset: _Optional[_Union[DatasetInfo, _Mapping]] = ..., problems: _Optional[_Iterable[_Union[DatasetProblem, _Mapping]]] = ...) -> None: ...
 
 class PreviewDatasetRequest(_message.Message):
-    __slots__ = ("path", "split", "rows", "model")
+    __slots__ = ("path", "split", "rows", "model", "prompt_field", "completion_field", "messages_field", "system_field")
     PATH_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_FIELD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_FIELD_FIELD_NUMBER: _ClassVar[int]
     path: str
     split: str
     rows: int
     model: str
-    def __init__(self, path: _Optional[str] = ..., split: _Optional[str] = ..., rows: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
+    prompt_field: str
+    completion_field: str
+    messages_field: str
+    system_field: str
+    def __init__(self, path: _Optional[str] = ..., split: _Optional[str] = ..., rows: _Optional[int] = ..., model: _Optional[str] = ..., prompt_field: _Optional[str] = ..., completion_field: _Optional[str] = ..., messages_field: _Optional[str] = ..., system_field: _Optional[str] = ...) -> None: ...
 
 class PreviewRow(_message.Message):
     __slots__ = ("line", "json", "format", "prompt_tokens", "completion_tokens", "total_tokens")
