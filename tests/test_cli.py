@@ -105,6 +105,13 @@ def test_train_resolves_a_model_name_under_the_models_root(chat_data, tmp_path, 
     message = str(missing.value)
     assert "no-such-model" in message and str(models_dir()) in message
     assert "huggingface" not in message.lower() and "hub" not in message.lower()
+    # A local dataset dir in any format the engine reads (here a parquet train split), as the README's example.
+    parquet = tmp_path / "as-parquet"
+    parquet.mkdir()
+    (parquet / "train.parquet").write_bytes(b"PAR1")
+    (parquet / "valid.parquet").write_bytes(b"PAR1")
+    args = build_parser().parse_args(["train", "--model", "tiny-llama", "--data", str(parquet)])
+    assert build_spec(args).data == str(parquet)
 
 
 def test_compare_re_attaches_and_saves_the_report(ui_stack, tmp_path, capsys):

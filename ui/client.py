@@ -1,24 +1,22 @@
-"""Every call the UI makes, all of them to the gateway: one cached channel (st.cache_resource), cached reads
-(st.cache_data with a short TTL), and gRPC errors turned into a GatewayError that reads as a sentence.
-Configured by PEFTLAB_GATEWAY (host:port, default 127.0.0.1:50051) and PEFTLAB_API_TOKEN."""
+"""Every call the UI makes, all of them to the gateway through the Python client (services.client: one
+cached Client, so one channel, per gateway and token), cached reads (st.cache_data with a short TTL), and the
+client's typed errors turned into a GatewayError that reads as a sentence. Configured by PEFTLAB_GATEWAY
+(host:port, default 127.0.0.1:50051), PEFTLAB_API_TOKEN and the client's PEFTLAB_TLS_* settings."""
 
 from __future__ import annotations
 
-import io
 import os
-import zipfile
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grpc
 import streamlit as st
 from google.protobuf import message_factory
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from peftlab.v1 import comparator_pb2, gateway_pb2, gateway_pb2_grpc, optimizer_pb2, trainer_pb2
+from peftlab.v1 import comparator_pb2, gateway_pb2, optimizer_pb2, trainer_pb2
 from peftlab.v1.common_pb2 import Run, RunEvent, RunSpec
 
-from services.common import transport
-from services.common.metadata import FIELD_KEY, REQUEST_ID_KEY
+from services.client import Client
+from services.client import errors as client_errors
 
 DEFAULT_GATEWAY = "127.0.0.1:50051"
 READ_TIMEOUT_S = 10.0
@@ -57,11 +55,6 @@ def _token() -> str:
 
 def token_configured() -> bool:
     return bool(_token())
-
-
-def _metadata() -> tuple[tuple[str, str], ...]:
-    token = _token()
-    return (("authorization", f"Bearer {token}"),) if token else ()
 
 
 class GatewayError(Exception):
@@ -113,43 +106,34 @@ class GatewayError(Exception):
         return self.details or f"{action} failed ({code.name})"
 
 
-def _error(exc: grpc.RpcError, method: str) -> GatewayError:
-    trailers = dict(exc.trailing_metadata() or ()) if hasattr(exc, "trailing_metadata") else {}
-    error = GatewayError(
-        exc.code(), exc.details() or "", method, trailers.get(FIELD_KEY, ""), trailers.get(REQUEST_ID_KEY, "")
-    )
-    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+def _error(exc: client_errors.GatewayError) -> GatewayError:
+    """The client's typed error as the UI's sentence-style one (is the gateway itself down?)."""
+    error = GatewayError(exc.code, exc.details, exc.method, exc.field, exc.request_id)
+    if exc.code == grpc.StatusCode.UNAVAILABLE:
         error.gateway_down = not gateway_health()[0]
     return error
 
 
 @st.cache_resource(show_spinner=False)
-def _channel(address: str) -> grpc.Channel:
-    # One channel per gateway address for the whole server process; it reconnects by itself.
-    return transport.channel(address, [("grpc.max_receive_message_length", 64 << 20)])
+def _client(address: str, token: str) -> Client:
+    # One client (one channel) per gateway and token for the whole server process; it reconnects by itself.
+    return Client(address, token=token)
 
 
-def _stub() -> gateway_pb2_grpc.GatewayStub:
-    return gateway_pb2_grpc.GatewayStub(_channel(gateway_address()))
+def _gateway() -> Client:
+    return _client(gateway_address(), _token())
 
 
 def _call(method: str, request: Any, timeout: float = READ_TIMEOUT_S) -> Any:
     try:
-        return getattr(_stub(), method)(request, timeout=timeout, metadata=_metadata())
-    except grpc.RpcError as exc:
-        raise _error(exc, method) from None
+        return _gateway().call(method, request, timeout)
+    except client_errors.GatewayError as exc:
+        raise _error(exc) from None
 
 
 def gateway_health() -> tuple[bool, str]:
     """Whether the gateway answers its health check (no token needed), and why not."""
-    try:
-        reply = health_pb2_grpc.HealthStub(_channel(gateway_address())).Check(
-            health_pb2.HealthCheckRequest(), timeout=2
-        )
-    except grpc.RpcError as exc:
-        return False, exc.code().name
-    serving = reply.status == health_pb2.HealthCheckResponse.SERVING
-    return serving, "" if serving else health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    return _gateway().healthy(timeout=2)
 
 
 # ---- cached reads: keyed by gateway, token, method and the serialized request ----
@@ -328,62 +312,47 @@ def run_events(
     """The run's events after `after_event_id` that arrive within `wait_s`: a bounded read of WatchRun, whose
     stream would otherwise stay open until the run ends. Pass the last id back to continue."""
     request = trainer_pb2.WatchRunRequest(run_id=run_id, after_event_id=after_event_id)
-    stream = _stub().WatchRun(request, timeout=wait_s, metadata=_metadata())
+    stream = _gateway().stream("WatchRun", request, timeout=wait_s)
     events: list[RunEvent] = []
     try:
         for response in stream:
             events.append(response.event)
             if len(events) >= limit:
                 break
-    except grpc.RpcError as exc:
-        if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
-            raise _error(exc, "WatchRun") from None
+    except client_errors.DeadlineExceededError:
+        pass  # the wait is over: what arrived meanwhile is the answer
+    except client_errors.GatewayError as exc:
+        raise _error(exc) from None
     finally:
-        stream.cancel()
+        stream.close()  # cancels the call
     return events
 
 
 def generate(
     prompt: str, *, run_id: str = "", model: str = "", max_tokens: int = 128, temperature: float = 0.0
 ) -> Iterator[str]:
-    """Text pieces as the trainer generates them, with a run's adapter or from a base model alone. The call
-    starts here; the pieces may be read from another thread."""
-    request = trainer_pb2.GenerateRequest(prompt=prompt, max_tokens=max_tokens, temperature=temperature)
-    if run_id:
-        request.run_id = run_id
-    else:
-        request.model = model
-    return _pieces(_stub().Generate(request, timeout=GENERATE_TIMEOUT_S, metadata=_metadata()))
-
-
-def _pieces(stream) -> Iterator[str]:
+    """Text pieces as the trainer generates them, with a run's adapter or from a base model alone; the call
+    starts at the first read, and the pieces may be read from another thread."""
+    pieces = _gateway().generate(
+        prompt,
+        run_id=run_id,
+        model=model,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        timeout=GENERATE_TIMEOUT_S,
+    )
     try:
-        for response in stream:
-            if response.text:
-                yield response.text
-    except grpc.RpcError as exc:
-        raise GatewayError(exc.code(), exc.details() or "", "Generate") from None
+        yield from pieces
+    except client_errors.GatewayError as exc:
+        raise GatewayError(exc.code, exc.details, "Generate") from None
     finally:
-        stream.cancel()
+        pieces.close()
 
 
 def download_adapter(run_id: str, artifact: str = "adapter") -> bytes:
     """One artifact of a finished run as a zip archive: "adapter" (mlx_lm format), "fused" (an mlx_lm model
     dir) or "gguf" (model.gguf and its Ollama Modelfile); the last two are exported on first request."""
-    files: dict[str, io.BytesIO] = {}
-    timeout = WRITE_TIMEOUT_S * (4 if artifact == "adapter" else 60)
-    stream = _stub().DownloadAdapter(
-        gateway_pb2.DownloadAdapterRequest(run_id=run_id, artifact=artifact),
-        timeout=timeout,
-        metadata=_metadata(),
-    )
     try:
-        for chunk in stream:
-            files.setdefault(chunk.file, io.BytesIO()).write(chunk.data)
-    except grpc.RpcError as exc:
-        raise _error(exc, "DownloadAdapter") from None
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files.items():
-            zf.writestr(f"{run_id}/{name}", data.getvalue())
-    return archive.getvalue()
+        return _gateway().download_adapter_zip(run_id, artifact)
+    except client_errors.GatewayError as exc:
+        raise _error(exc) from None

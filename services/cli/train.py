@@ -74,11 +74,16 @@ def resolve_local(value: str, kind: str) -> str:
 
     from services.common import paths
     from services.common.errors import ServiceError
-    from services.common.validation import Roots, dataset_dir, model_dir
+    from services.common.validation import DATASET_SUFFIXES, Roots, dataset_dir, model_dir
 
     given = Path(value).expanduser()
-    marker = "config.json" if kind == "model" else "train.jsonl"
-    if (given / marker).is_file():
+    # A local dir the engine reads: a model's config.json; a dataset's train split in any format it reads.
+    markers = (
+        ["config.json"]
+        if kind == "model"
+        else ["dataset_dict.json", *(f"train{s}" for s in DATASET_SUFFIXES)]
+    )
+    if any((given / marker).is_file() for marker in markers):
         return str(given.resolve())
     models = os.environ.get("PEFTLAB_MODELS_ROOT") or paths.models_dir()
     data = os.environ.get("PEFTLAB_DATA_ROOT") or paths.data_dir()

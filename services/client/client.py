@@ -225,17 +225,21 @@ class Client:
         )
         return self.call("Evaluate", request, timeout)
 
-    def download_adapter(self, run_id: str) -> dict[str, bytes]:
-        """The run's adapter files (mlx_lm format): {file name: bytes}."""
+    def download_adapter(self, run_id: str, artifact: str = "adapter") -> dict[str, bytes]:
+        """A finished run's files, {file name: bytes}: "adapter" (mlx_lm format), "fused" (an mlx_lm model dir)
+        or "gguf" (model.gguf and its Ollama Modelfile); the last two are exported on first request, which
+        takes minutes for a large model."""
         files: dict[str, io.BytesIO] = {}
-        for chunk in self.stream("DownloadAdapter", gateway_pb2.DownloadAdapterRequest(run_id=run_id), 120.0):
+        request = gateway_pb2.DownloadAdapterRequest(run_id=run_id, artifact=artifact)
+        for chunk in self.stream("DownloadAdapter", request, 120.0 if artifact == "adapter" else 1800.0):
             files.setdefault(chunk.file, io.BytesIO()).write(chunk.data)
         return {name: data.getvalue() for name, data in files.items()}
 
-    def download_adapter_zip(self, run_id: str) -> bytes:
+    def download_adapter_zip(self, run_id: str, artifact: str = "adapter") -> bytes:
+        """download_adapter's files as one zip archive, under `<run_id>/`."""
         archive = io.BytesIO()
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-            for name, data in self.download_adapter(run_id).items():
+            for name, data in self.download_adapter(run_id, artifact).items():
                 zf.writestr(f"{run_id}/{name}", data)
         return archive.getvalue()
 
