@@ -205,13 +205,11 @@ def test_a_run_page_opened_while_queued_follows_the_run_to_running(ui_url, page,
     def status(run_id: str) -> int:
         return stub.GetRun(trainer_pb2.GetRunRequest(run_id=run_id), timeout=10).run.status
 
+    ended = {common_pb2.RUN_STATUS_CANCELLED, common_pb2.RUN_STATUS_SUCCEEDED, common_pb2.RUN_STATUS_FAILED}
+
     def cancel_and_wait(run_id: str) -> None:
-        stub.CancelRun(trainer_pb2.CancelRunRequest(run_id=run_id), timeout=30)
-        ended = {
-            common_pb2.RUN_STATUS_CANCELLED,
-            common_pb2.RUN_STATUS_SUCCEEDED,
-            common_pb2.RUN_STATUS_FAILED,
-        }
+        if status(run_id) not in ended:
+            stub.CancelRun(trainer_pb2.CancelRunRequest(run_id=run_id), timeout=30)
         wait_for(lambda: status(run_id) in ended, timeout=180, what=f"run {run_id} to end")
 
     first = submit("holds the slot")

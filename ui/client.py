@@ -331,8 +331,9 @@ def run_events(
 def generate(
     prompt: str, *, run_id: str = "", model: str = "", max_tokens: int = 128, temperature: float = 0.0
 ) -> Iterator[str]:
-    """Text pieces as the trainer generates them, with a run's adapter or from a base model alone; the call
-    starts at the first read, and the pieces may be read from another thread."""
+    """Text pieces as the trainer generates them, with a run's adapter or from a base model alone. The client
+    is taken here, in the page's thread (st.cache_resource needs its context); the call starts at the first
+    read, and the pieces may be read from another thread."""
     pieces = _gateway().generate(
         prompt,
         run_id=run_id,
@@ -341,6 +342,10 @@ def generate(
         temperature=temperature,
         timeout=GENERATE_TIMEOUT_S,
     )
+    return _pieces(pieces)
+
+
+def _pieces(pieces: Iterator[str]) -> Iterator[str]:
     try:
         yield from pieces
     except client_errors.GatewayError as exc:
