@@ -192,14 +192,14 @@ def test_a_run_page_opened_while_queued_follows_the_run_to_running(ui_url, page,
     from peftlab.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2
     from service_helpers import wait_for
 
-    from services.common.codec import spec_from_dict
+    from services.common.codec import spec_to_proto
 
     stub = gateway_pb2_grpc.GatewayStub(ui_stack.gateway.channel)
     spec = {"model": "tiny-llama", "data": "chat", "iters": 400, "warmup_steps": 0, "eval_every": 0}
     spec |= {"batch_size": 2, "max_seq_length": 64, "test_samples": 0, "save_every": 0, "rank": 4}
 
     def submit(name: str) -> str:
-        request = gateway_pb2.SubmitRunRequest(spec=spec_from_dict(spec), name=name)
+        request = gateway_pb2.SubmitRunRequest(spec=spec_to_proto(spec), name=name)
         return stub.SubmitRun(request, timeout=30).run.id
 
     def status(run_id: str) -> int:
