@@ -101,6 +101,16 @@ bench-engine: setup torch-extra
 	LD_PRELOAD=$$($(PY) -m services.trainer.engine.blas) env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
 		$(PY) -m bench.engine $(BENCH_ENGINE_ARGS)
 
+# NVIDIA GPU mode (not part of `bench`: it needs the lent GPU machine, ../shared/gpu/README.md): our engine, mlx_lm's
+# trainer and torch.compile + PEFT, every method, 1.5B and 135M shapes, the default job, in one process tree;
+# results in bench/results/gpu.{json,md}. Runs with the machine's own python3 (MLX CUDA installed there), so it
+# does not depend on setup. There: make bench-gpu BENCH_GPU_ARGS="--tokenizer DIR --data DIR".
+GPU_PY ?= python3
+BENCH_GPU_ARGS ?= --tokenizer var/models/smollm2-135m-instruct --data var/data/default
+.PHONY: bench-gpu
+bench-gpu:
+	$(GPU_PY) -m bench.gpu $(BENCH_GPU_ARGS)
+
 # Data-parallel tokens/s with 1 and 2 workers (ring, CPU) and the gateway's placement latency with 2 and 8
 # registered trainers; results in bench/results/scaling.{json,md}.
 .PHONY: bench-scaling

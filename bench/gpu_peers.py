@@ -139,9 +139,17 @@ def run_engine(cfg: dict) -> dict:
             self.seconds.append(m.step_seconds)
             self.tokens.append(round(m.tokens_per_second * m.step_seconds))
 
-    out = {"mlx_version": mx.__version__, "device": str(mx.default_device()), "methods": {}}
+    if cfg.get("recompute") is False:  # A/B (bench/gpu_ab.py): the step as it was before recompute.py
+        import services.trainer.engine.methods as methods
+
+        methods.recompute_mlp_tails = lambda model: 0
+    out = {"mlx_version": mx.__version__, "device": str(mx.default_device()), "methods": {},
+           "bfs_max_width": os.environ.get("MLX_BFS_MAX_WIDTH")}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
-        model_dir, data = prepare(cfg, Path(tmp))
+        if cfg.get("model_dir"):  # prepared once by the caller (bench/gpu_ab.py)
+            model_dir, data = Path(cfg["model_dir"]), Path(cfg["data_dir"])
+        else:
+            model_dir, data = prepare(cfg, Path(tmp))
         for method in cfg["methods"]:
             release()
             spec = RunSpec.from_dict(
@@ -414,7 +422,14 @@ def run_default_job(cfg: dict) -> dict:
     }
 
 
+def run_prepare(cfg: dict) -> dict:
+    """Write the random-init model and synthetic data once into cfg["work"], for several engine processes."""
+    model_dir, data = prepare(cfg, Path(cfg["work"]))
+    return {"model_dir": str(model_dir), "data_dir": str(data)}
+
+
 PEERS = {
+    "prepare": run_prepare,
     "engine": run_engine,
     "mlx_lm": run_mlx_lm,
     "torch": run_torch,

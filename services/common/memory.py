@@ -27,6 +27,11 @@ from services.common.spec import DEFAULT_TARGET_MODULES, RunSpec
 # Fitted on mlx 0.32.4, CPU backend, float32, SmolLM2-135M and the tiny model at batch 2x128 and 4x256.
 ACTIVATION_HIDDEN_FACTOR = 10.0  # hidden-sized tensors saved per token per block
 ACTIVATION_FFN_FACTOR = 4.0  # intermediate-sized tensors saved per token per block
+# With the engine's SwiGLU tail recomputed (engine/recompute.py: llama/qwen2/qwen3/mistral blocks, no dropout)
+# about 2.9 fewer intermediate-sized tensors stay per token per block (CPU, float32, a 384/2240 Llama shape: 2.87;
+# H200, bf16, the 1.5B shape at 8x512: 2.98, 28.06 -> 21.94 GB measured).
+RECOMPUTED_FFN_FACTOR = ACTIVATION_FFN_FACTOR - 2.9
+RECOMPUTED_MLP_MODELS = {"llama", "qwen2", "qwen3", "mistral"}
 ATTENTION_SCORE_FACTOR = 0.66  # L-long score rows per head per token (the fused attention keeps few)
 DORA_OUTPUT_FACTOR = 1.0  # DoRA keeps each adapted module's output (for the magnitude rescale) per token
 LOGITS_FACTOR = 4.0  # vocab-sized float32 tensors alive at the loss (logits, log-softmax, its grad, ...)
@@ -154,6 +159,7 @@ def predict_peak_memory(
     dtype_bytes: int = 4,
     weights_bytes: int | None = None,  # frozen weights' exact size, when the model is loaded
     backend: str = "cpu",  # "cpu" | "gpu" (Metal or CUDA): see BACKEND_FACTORS
+    recomputed_mlp: bool = False,  # the engine recomputes the SwiGLU tail (see RECOMPUTED_FFN_FACTOR)
 ) -> MemoryEstimate:
     factors = BACKEND_FACTORS.get(backend, BACKEND_FACTORS["cpu"])
     frozen = (
@@ -171,7 +177,8 @@ def predict_peak_memory(
 
     tokens = batch_size * seq_len
     h, f = shape.hidden_size, shape.intermediate_size
-    per_token_block = (ACTIVATION_HIDDEN_FACTOR * h + ACTIVATION_FFN_FACTOR * f) * dtype_bytes
+    ffn_factor = RECOMPUTED_FFN_FACTOR if recomputed_mlp else ACTIVATION_FFN_FACTOR
+    per_token_block = (ACTIVATION_HIDDEN_FACTOR * h + ffn_factor * f) * dtype_bytes
     per_token_block += ATTENTION_SCORE_FACTOR * shape.num_heads * seq_len * 4
     if method == "dora":
         dims = shape.module_dims()
@@ -269,6 +276,7 @@ def _model_kwargs(
         dtype_bytes=dtype_bytes,
         weights_bytes=weights_bytes,
         backend=backend,
+        recomputed_mlp=config.get("model_type") in RECOMPUTED_MLP_MODELS and spec.dropout == 0,
     )
 
 

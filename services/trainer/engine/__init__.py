@@ -2,7 +2,15 @@
 services.trainer.engine import train, Loop, cross_entropy`. Resolved on first use (PEP 562), so a caller of
 one light submodule (blas, memory, hardware) does not load MLX and mlx_lm with it."""
 
+import os
 from importlib import import_module
+
+# MLX's scheduler orders a graph breadth-first, interleaving up to MLX_BFS_MAX_WIDTH (default 20) independent
+# branches; in a training step those are the head's chunks and the blocks' backward pieces, so up to 20 of
+# them are alive at once (CPU, 1 layer, 16 head chunks: 593 MiB at 20, 275 MiB at 1). Depth-first (1) keeps
+# one at a time. Read by MLX once, at a process's first eval: set before any engine module runs one; an
+# explicit setting wins.
+os.environ.setdefault("MLX_BFS_MAX_WIDTH", "1")
 
 _EXPORTS = {
     "train": "api",

@@ -25,6 +25,7 @@ from services.common.spec import RunSpec
 from .adapters import speed_up
 from .errors import ModelError, SpecError
 from .losses import cross_entropy
+from .recompute import recompute_mlp_tails
 
 
 @dataclass
@@ -119,6 +120,7 @@ def apply_method(prepared: PreparedModel, spec: RunSpec) -> None:
     model.freeze()
     if spec.method == "full":
         model.unfreeze()
+        recompute_mlp_tails(model)
         return
     available = block_module_names(model)
     unknown = [k for k in spec.target_modules if k not in available]
@@ -130,6 +132,7 @@ def apply_method(prepared: PreparedModel, spec: RunSpec) -> None:
     # Adapter parameters stay float32 whatever the base's compute dtype (they are tiny; precision matters).
     linear_to_lora_layers(model, num_layers, lora_parameters(spec), use_dora=spec.method == "dora")
     speed_up(model)
+    recompute_mlp_tails(model)
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:
