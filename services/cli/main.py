@@ -439,9 +439,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # The reader went away (`peftlab run get ID | head`): stop quietly, as `cat` would; Python would
-        # otherwise print a second error flushing stdout at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        # otherwise print a second error flushing stdout at exit. Only the process's own stdout is pointed
+        # at /dev/null: called in-process with a replaced sys.stdout (a test, a notebook), fd 1 is not ours.
+        if sys.stdout is sys.__stdout__:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell reports for a writer that lost its pipe
     finally:
         client.close()
