@@ -39,6 +39,7 @@ from services.common.validation import (
 )
 from services.trainer import storage
 from services.trainer.config import TrainerConfig
+from services.trainer.housekeeping import SlotHousekeeping
 from services.trainer.jobs import Outcome, RunChild, RunJob, RunProcesses, stream_from_child
 from services.trainer.registry import Identity, Registration
 from services.trainer.resumer import Resumer, failure
@@ -46,7 +47,6 @@ from services.trainer.run_events import write_pending
 
 log = logging.getLogger(__name__)
 
-STALE_PLACEMENT_MS = 30_000
 # How long a finished run's outcome is retried while Redis is away. Past that the run is left to the gateway,
 # which takes it for LOST only if this trainer's heartbeat also lapsed.
 OUTCOME_RETRY_SECONDS = 600.0
@@ -67,6 +67,7 @@ class Trainer:
         self.resumer = Resumer(
             self.id, config, store, self.processes, self._relaunch, closing=lambda: self._closing
         )
+        self.housekeeping = SlotHousekeeping(self.id, store, self.processes, self._admit, config.cancel_grace)
         record = TrainerRecord(
             id=identity.trainer_id,
             address=identity.address,
@@ -83,8 +84,8 @@ class Trainer:
             config.heartbeat_ttl,
             config.heartbeat_interval,
             identity.probe_hardware,
-            on_beat=self._housekeeping,
-            on_lease_lost=self._lease_lost,
+            on_beat=self.housekeeping.on_beat,
+            on_lease_lost=self.housekeeping.lease_lost,
         )
 
     # ---- registry ----
@@ -92,87 +93,8 @@ class Trainer:
     def register(self) -> None:
         """Join the registry, reap what a previous life of this trainer id left behind, start heartbeating."""
         self.registration.publish()
-        self._reap_previous_life()
+        self.housekeeping.reap_previous_life()
         self.registration.start_heartbeat()
-
-    def _lease_lost(self, seconds: float) -> None:
-        """No heartbeat for the TTL: the gateway may be resuming our runs elsewhere, into the same run dirs
-        on a shared root. Their processes stop now, with no last checkpoint (it could race the resumer's
-        read); each is recorded LOST once Redis answers (refused if the run moved on meanwhile)."""
-        for run_id in self.processes.running():
-            if self.processes.terminate(run_id, lease_lost=True):
-                log.error(
-                    "stopping a run: this trainer lost Redis for longer than the heartbeat TTL",
-                    extra={"run_id": run_id, "seconds": round(seconds, 1)},
-                )
-
-    def _housekeeping(self) -> None:
-        self._stop_disowned_runs()
-        self._return_stale_placements()
-
-    def _reap_previous_life(self) -> None:
-        """Runs that hold this trainer's slots in Redis but have no process here died with our predecessor."""
-        with self._admit:
-            mine = set(self.processes.running())
-            for run_id in self.store.trainer_slot_runs(self.id) - mine:
-                with run_context(run_id):
-                    try:
-                        self.store.transition(
-                            run_id,
-                            "LOST",
-                            only_from=ACTIVE,
-                            expect_trainer=self.id,
-                            release=True,
-                            set_fields={"previous_trainer": self.id},
-                            reason=f"trainer {self.id} restarted while the run was on it",
-                            error={"code": "UNAVAILABLE", "field": "", "message": "its trainer restarted"},
-                        )
-                        log.warning("run lost by a previous trainer process", extra={"run_id": run_id})
-                    except (TransitionRefused, ServiceError):
-                        self.store.release_slot(self.id, run_id)
-
-    def _stop_disowned_runs(self) -> None:
-        """A run marked LOST or CANCELLED elsewhere (e.g. while our heartbeat lapsed) must not keep running."""
-        for run_id in self.processes.running():
-            try:
-                record = self.store.get_run(run_id)
-            except ServiceError:
-                continue
-            job = self.processes.get(run_id)
-            if job and (
-                record.status not in ACTIVE
-                or record.trainer != self.id
-                or record.attempt != job.child.attempt
-            ):
-                log.warning("run changed status elsewhere; stopping its process", extra={"run_id": run_id})
-                self.processes.stop(run_id, self.config.cancel_grace)
-
-    def _return_stale_placements(self) -> None:
-        """A run booked on this trainer that never arrived (its gateway died between booking and calling us)
-        goes back to the queue."""
-        cutoff = now_ms() - STALE_PLACEMENT_MS
-        with self._admit:
-            local = set(self.processes.running())
-            for record in self.store.get_runs(sorted(self.store.trainer_slot_runs(self.id) - local)):
-                if (
-                    record.status not in ("PLACED", "RESUMING")
-                    or record.trainer != self.id
-                    or record.updated_at > cutoff
-                ):
-                    continue
-                try:
-                    self.store.transition(
-                        record.id,
-                        "QUEUED" if record.status == "PLACED" else "RESUMING",
-                        only_from=[record.status],
-                        expect_trainer=self.id,
-                        release=True,
-                        queue="add",
-                        set_fields={"trainer": ""},
-                        reason=f"placed on trainer {self.id} but never started there; back in the queue",
-                    )
-                except ServiceError:
-                    pass
 
     def shutdown(self) -> None:
         """SIGTERM: take no new runs (the registry says draining, so nothing is placed here), let every run
