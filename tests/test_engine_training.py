@@ -13,7 +13,7 @@ import pytest
 from services.common.spec import RunSpec
 from services.trainer.engine import api
 from services.trainer.engine.callbacks import TrainingCallback
-from services.trainer.engine.errors import CheckpointError, ModelError, SpecError
+from services.trainer.engine.errors import CheckpointError, ModelError, RunSuperseded, SpecError
 from services.trainer.engine.metrics import read_metrics
 
 
@@ -152,6 +152,29 @@ def test_cancel_leaves_a_checkpoint_that_resumes(tiny_model, chat_data, tmp_path
     assert (tmp_path / "run" / "checkpoints" / "step_0000002").is_dir()
     resumed = api.train(spec, tmp_path / "run", resume=True)
     assert resumed.status == "succeeded" and resumed.steps == 6
+
+
+def test_a_superseded_run_stops_and_writes_no_checkpoint_or_adapter(tiny_model, chat_data, tmp_path):
+    """Another attempt took the run over (it was taken for lost and resumed into this run dir): unlike a
+    cancel, this process must not write a checkpoint, the adapter or a result there."""
+
+    class TakenOverAt3(TrainingCallback):
+        def __init__(self):
+            self.steps = 0
+
+        def on_step(self, m):
+            self.steps = m.step
+
+        def superseded(self):
+            return self.steps >= 3
+
+    spec = tiny_spec(tiny_model, chat_data, save_every=1, eval_every=0, test_samples=0)
+    run = tmp_path / "run"
+    with pytest.raises(RunSuperseded, match="step 3"):
+        api.train(spec, run, callback=TakenOverAt3())
+    saved = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step_"))
+    assert saved == ["step_0000001", "step_0000002"]  # none at the step it was superseded, none after
+    assert not (run / "adapters.safetensors").exists() and not (run / "result.json").exists()
 
 
 def test_resume_refuses_mismatched_specs_and_empty_dirs(tiny_model, chat_data, tmp_path):

@@ -149,6 +149,9 @@ class RedisEvents(TrainingCallback):
     def should_stop(self) -> bool:
         return self.stop.is_set()
 
+    def superseded(self) -> bool:
+        return self.outbox.refused
+
 
 def write_pending(store: RunStore, run_id: str, attempt: int, pending: list[PendingEvent]) -> None:
     """The parent's flush of a finished child's buffer; raises on a Redis error (the caller retries: a

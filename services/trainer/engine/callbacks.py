@@ -32,3 +32,8 @@ class TrainingCallback:
     def should_stop(self) -> bool:
         """Polled between steps; True ends the run cleanly with a checkpoint (status 'cancelled')."""
         return False
+
+    def superseded(self) -> bool:
+        """True once another attempt owns the run: the loop then stops without a checkpoint (a cancelled run
+        still writes one; a superseded one must not, the new attempt may be reading or writing them)."""
+        return False

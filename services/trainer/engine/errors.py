@@ -12,6 +12,7 @@ __all__ = [
     "EngineError",
     "ModelError",
     "OutOfMemory",
+    "RunSuperseded",
     "SpecError",
     "TrainingDiverged",
 ]
@@ -27,6 +28,11 @@ class CheckpointError(EngineError):
 
 class OutOfMemory(EngineError):
     """The predicted peak memory exceeds the budget the run was given."""
+
+
+class RunSuperseded(EngineError):
+    """Another attempt owns the run now (it was taken for lost and resumed elsewhere, into the same run dir on
+    a shared root): this process stops at once and writes nothing more there."""
 
 
 class TrainingDiverged(EngineError):

@@ -61,6 +61,9 @@ class EvalGeneration(TrainingCallback):
     def should_stop(self) -> bool:
         return self.inner.should_stop()
 
+    def superseded(self) -> bool:
+        return self.inner.superseded()
+
 
 def truncate_eval_samples(path: Path, step: int) -> None:
     """Drop the rows of evaluations after the checkpoint a run resumes from: they are produced again (as

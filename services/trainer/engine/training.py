@@ -29,7 +29,7 @@ from services.common.spec import RunSpec
 from . import checkpoint
 from .callbacks import TrainingCallback
 from .distributed import CANCEL, EARLY_STOP, GO, World
-from .errors import TrainingDiverged
+from .errors import RunSuperseded, TrainingDiverged
 from .evaluation import loss_over
 from .losses import cross_entropy
 from .metrics import EvalMetrics, MetricsLog, StepMetrics, perplexity
@@ -308,7 +308,7 @@ class Loop:
         return record
 
     def save(self) -> None:
-        if not self.lead:
+        if not self.lead or self.callback.superseded():
             return
         path = checkpoint.save(self.run_dir, self.model, self.optimizer, self.progress, self.spec.to_dict())
         self.callback.on_checkpoint(self.progress.step, str(path))
@@ -364,6 +364,8 @@ class Loop:
                 continue
             self.metrics.write(record)
             self.callback.on_step(record)
+            if self.callback.superseded():
+                raise RunSuperseded(f"the run was taken over by another attempt at step {p.step}; stopping")
             if spec.eval_every and p.step % spec.eval_every == 0 and p.step < spec.iters:
                 self.evaluate()
                 if (

@@ -51,3 +51,6 @@ class TrackedCallback(TrainingCallback):
 
     def should_stop(self) -> bool:
         return self.inner.should_stop()
+
+    def superseded(self) -> bool:
+        return self.inner.superseded()
