@@ -100,13 +100,12 @@ class _MAPRegressor(GaussianProcessRegressor):
                 theta, eval_gradient=eval_gradient, clone_kernel=clone_kernel
             )
         if self.fast_lml:
-            if getattr(self, "_sqdiff_of", None) is not self.X_train_:
-                # Squared differences per feature, once per training set (fit calls this ~50 times).
-                X = self.X_train_
-                self._sqdiff = ((X[:, None, :] - X[None, :, :]) ** 2).reshape(-1, X.shape[1])
-                self._sqdiff_of = X
+            if getattr(self, "_work_of", None) is not self.X_train_:
+                # Once per training set: fit calls this ~50 times.
+                self._work = _LmlWork(self.X_train_)
+                self._work_of = self.X_train_
             out = _fast_lml(
-                np.asarray(theta, dtype=float), self._sqdiff, self.y_train_, self.alpha, eval_gradient
+                np.asarray(theta, dtype=float), self._work, self.y_train_, self.alpha, eval_gradient
             )
         else:
             out = super().log_marginal_likelihood(
@@ -120,24 +119,46 @@ class _MAPRegressor(GaussianProcessRegressor):
         return out + lp
 
 
-def _fast_lml(theta: np.ndarray, S: np.ndarray, y: np.ndarray, jitter: float, eval_gradient: bool):
+class _LmlWork:
+    """What every likelihood evaluation of one training set shares: `S`, the (n*n x d) squared differences of
+    the inputs, and the n x n buffers the evaluation fills in place. Reusing them matters as much as the
+    arithmetic: each fresh n x n temporary (320 KB at n = 200) is new memory that the kernel maps in page by
+    page, and on a VM that cost more than the products themselves (2.3 ms against 0.8 ms per evaluation)."""
+
+    def __init__(self, X: np.ndarray):
+        n, d = X.shape
+        self.n = n
+        self.S = ((X[:, None, :] - X[None, :, :]) ** 2).reshape(-1, d)
+        self.r2, self.r, self.e, self.poly, self.K0, self.L = (np.empty((n, n)) for _ in range(6))
+        self.outer = np.empty((n, n))
+
+
+def _fast_lml(theta: np.ndarray, work: _LmlWork, y: np.ndarray, jitter: float, eval_gradient: bool):
     """sklearn's log marginal likelihood (and gradient) specialized to c * Matern52(ARD) + white noise.
 
     Same numbers as the generic path (tests compare them) at a fraction of the cost: the generic kernel
-    builds an n x n x d gradient tensor per call, here `S`, the (n*n x d) squared differences of the
-    inputs, is computed once per fit and each call is a few BLAS products. This is what keeps a
-    200-trial suggestion under 200 ms.
+    builds an n x n x d gradient tensor per call, here each call is a few BLAS products and in-place
+    elementwise passes over the buffers of `work`. This keeps a 200-trial suggestion near 50 ms.
     """
-    n = math.isqrt(S.shape[0])
+    n, S = work.n, work.S
     c, ls, noise = math.exp(theta[0]), np.exp(theta[1:-1]), math.exp(theta[-1])
     inv_ls2 = 1.0 / (ls * ls)
-    r2 = (S @ inv_ls2).reshape(n, n)
-    r = np.sqrt(r2)
-    e = np.exp(-_SQRT5 * r)
-    K0 = c * (1.0 + _SQRT5 * r + 5.0 / 3.0 * r2) * e
-    K = K0.copy()
-    K[np.diag_indices_from(K)] += noise + jitter
-    L, info = dpotrf(K, lower=1, clean=1, overwrite_a=1)
+    r2 = np.dot(S, inv_ls2, out=work.r2.reshape(-1)).reshape(n, n)
+    r = np.sqrt(r2, out=work.r)
+    e = np.multiply(r, -_SQRT5, out=work.e)
+    np.exp(e, out=e)
+    # K0 = c (1 + sqrt5 r + 5/3 r^2) e; `poly` keeps (1 + sqrt5 r) for the gradient.
+    poly = np.multiply(r, _SQRT5, out=work.poly)
+    poly += 1.0
+    K0 = np.multiply(r2, 5.0 / 3.0, out=work.K0)
+    K0 += poly
+    K0 *= e
+    K0 *= c
+    np.copyto(work.L, K0)
+    work.L.flat[:: n + 1] += noise + jitter
+    # K is symmetric, so the transpose of the C-ordered buffer is K in the Fortran order LAPACK works in:
+    # factorized in place, no copy.
+    L, info = dpotrf(work.L.T, lower=1, clean=1, overwrite_a=1)
     if info != 0:
         return (-np.inf, np.zeros_like(theta)) if eval_gradient else -np.inf
     y = np.asarray(y, dtype=float).reshape(-1)
@@ -145,18 +166,28 @@ def _fast_lml(theta: np.ndarray, S: np.ndarray, y: np.ndarray, jitter: float, ev
     lml = -0.5 * float(y @ alpha) - float(np.sum(np.log(np.diag(L)))) - 0.5 * n * math.log(2 * math.pi)
     if not eval_gradient:
         return lml
-    # K^-1 from the Cholesky factor (LAPACK potri: a third of the flops of solving against the identity).
-    Kinv, info = dpotri(L, lower=1)
+    # K^-1 from the Cholesky factor (LAPACK potri: a third of the flops of solving against the identity). It
+    # fills the lower triangle only; the upper stays zero (L was cleaned). With W = alpha alpha^T - K^-1 the
+    # gradient is 0.5 * sum(W * dK), and dK is symmetric, so sum(W * dK) = sum(Wl * dK) + diag(K^-1) . diag(dK)
+    # with Wl = alpha alpha^T - 2 tril(K^-1): the off-diagonal half counted twice, the diagonal once more.
+    Kinv, info = dpotri(L, lower=1, overwrite_c=1)
     if info != 0:
         return -np.inf, np.zeros_like(theta)
-    Kinv = np.tril(Kinv) + np.tril(Kinv, -1).T
-    W = np.outer(alpha, alpha) - Kinv
+    Kinv_trace = float(np.trace(Kinv))
+    Wl = np.multiply(Kinv, -2.0, out=Kinv)
+    Wl += np.multiply.outer(alpha, alpha, out=work.outer)
+    # Wl is Fortran-ordered; its transpose is a C-ordered view matching K0 and S's row order (i, j). Summed
+    # against symmetric matrices it gives the same totals, without a copy.
+    WlT = Wl.T
     grad = np.empty_like(theta)
-    grad[0] = 0.5 * float(np.sum(W * K0))
-    # dK / d log(l_d) = c * 5/3 * (1 + sqrt5 r) exp(-sqrt5 r) * (x_d - x'_d)^2 / l_d^2
-    M = W * (c * 5.0 / 3.0 * (1.0 + _SQRT5 * r) * e)
-    grad[1:-1] = 0.5 * (M.reshape(-1) @ S) * inv_ls2
-    grad[-1] = 0.5 * float(np.trace(W)) * noise
+    # dK/d log c = K0, whose diagonal is c.
+    grad[0] = 0.5 * (float(np.vdot(WlT, K0)) + c * Kinv_trace)
+    # dK / d log(l_d) = c * 5/3 * (1 + sqrt5 r) exp(-sqrt5 r) * (x_d - x'_d)^2 / l_d^2: zero on the diagonal
+    # (there x = x'), so the diagonal correction vanishes.
+    M = np.multiply(poly, e, out=poly)
+    M *= WlT
+    grad[1:-1] = (0.5 * c * 5.0 / 3.0) * (M.reshape(-1) @ S) * inv_ls2
+    grad[-1] = 0.5 * (float(alpha @ alpha) - Kinv_trace) * noise
     return lml, grad
 
 

@@ -14,10 +14,12 @@ from .servicer import OptimizerServicer
 SERVICE_NAME = "peftlab.v1.Optimizer"
 
 
-def make_server(config: OptimizerConfig) -> GrpcServer:
+def make_server(config: OptimizerConfig, servicer: OptimizerServicer | None = None) -> GrpcServer:
     """A bound, not yet started server (health + reflection + the shared interceptor); `.port` is its port."""
     binding = ServiceBinding(
-        SERVICE_NAME, optimizer_pb2_grpc.add_OptimizerServicer_to_server, OptimizerServicer(config)
+        SERVICE_NAME,
+        optimizer_pb2_grpc.add_OptimizerServicer_to_server,
+        servicer or OptimizerServicer(config),
     )
     return build_server(config.address(), [binding], max_workers=config.max_workers, internal=True)
 
@@ -34,4 +36,8 @@ def main() -> None:
     config = load()
     setup_logging("optimizer", config.log_level, config.log_format)
     limit_blas_threads(config.blas_threads)
-    serve(make_server(config), grace=config.shutdown_grace)
+    servicer = OptimizerServicer(config)
+    server = make_server(config, servicer)
+    # The Suggest workers start before health says SERVING (a cold pool made the first burst of calls wait).
+    servicer.pool.start(wait=60.0)
+    serve(server, grace=config.shutdown_grace)
