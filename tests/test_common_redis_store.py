@@ -167,6 +167,50 @@ def test_list_runs_pages_newest_first_with_status_filter(store):
     assert store.count_by_status() == {"QUEUED": 4, "CANCELLED": 3}
 
 
+def test_list_runs_over_asyncio_pages_like_the_sync_client(store, redis_url):
+    """The gateway's ListRuns (redis.asyncio) and the trainer's (sync) drive the same steps: same pages, same
+    tokens, with filters that skip runs, a page that ends exactly at the last run, and a run whose hash is gone."""
+    import asyncio
+
+    import redis.asyncio
+
+    for i in range(9):
+        store.create_run(RunRecord(id=f"r{i}", experiment_id="e1" if i % 3 == 0 else ""))
+    store.r.delete(store.run_key("r4"))  # listed in the zset, its hash deleted
+
+    def pages(list_page, **query) -> list[tuple[list[str], str]]:
+        out, token = [], ""
+        while True:
+            records, token = list_page(page_token=token, **query)
+            out.append(([r.id for r in records], token))
+            if not token:
+                return out
+
+    async def async_pages(**query) -> list[tuple[list[str], str]]:
+        client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        out, token = [], ""
+        try:
+            while True:
+                records, token = await store.list_runs_async(client, page_token=token, **query)
+                out.append(([r.id for r in records], token))
+                if not token:
+                    return out
+        finally:
+            await client.aclose()
+
+    for query in (
+        {"page_size": 3},
+        {"page_size": 8},
+        {"page_size": 2, "experiment_id": "e1"},
+        {"page_size": 50},
+    ):
+        expected = pages(store.list_runs, **query)
+        assert asyncio.run(async_pages(**query)) == expected, query
+    assert pages(store.list_runs, page_size=8) == [(["r8", "r7", "r6", "r5", "r3", "r2", "r1", "r0"], "")]
+    two = pages(store.list_runs, page_size=2, experiment_id="e1")
+    assert [ids for ids, _ in two] == [["r6", "r3"], ["r0"]] and two[0][1] and not two[1][1]
+
+
 def test_trainer_registry_expires_without_heartbeat(store):
     _trainer(store, "t1", ttl=0.3)
     assert [t.id for t in store.list_trainers()] == ["t1"]

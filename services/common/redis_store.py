@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -56,6 +56,24 @@ def redacted(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _page_query(keys: list[str], below: int | None, n: int) -> Callable[[Any], None]:
+    """Queues, per key, the `n` members scored below `below` (newest first)."""
+    top = f"({below}" if below is not None else "+inf"
+
+    def queue(pipe: Any) -> None:
+        for key in keys:
+            pipe.zrevrangebyscore(key, top, "-inf", start=0, num=n, withscores=True)
+
+    return queue
+
+
+def _merged(keys: list[str], replies: list, n: int) -> list[tuple[str, int]]:
+    """The newest `n` of the members the page query found over all keys."""
+    merged = [(m, int(s)) for rows in replies[: len(keys)] for m, s in rows]
+    merged.sort(key=lambda item: -item[1])
+    return merged[:n]
 
 
 class TrainerGone(FailedPrecondition):
@@ -309,18 +327,58 @@ class RunStore:
         experiment_id: str = "",
     ) -> tuple[list[RunRecord], str]:
         """Runs newest first; the token is the creation sequence number of the last run returned."""
+        steps = self._list_runs_steps(statuses, page_size, page_token, trainer_id, experiment_id)
+        try:
+            queue = next(steps)
+            while True:
+                pipe = self.r.pipeline(transaction=False)
+                queue(pipe)
+                queue = steps.send(pipe.execute())
+        except StopIteration as done:
+            return done.value
+
+    async def list_runs_async(
+        self,
+        client: Any,
+        statuses: Iterable[str] = (),
+        page_size: int = 50,
+        page_token: str = "",
+        trainer_id: str = "",
+        experiment_id: str = "",
+    ) -> tuple[list[RunRecord], str]:
+        """list_runs over a redis.asyncio client (the gateway's ListRuns, served on its event loop)."""
+        steps = self._list_runs_steps(statuses, page_size, page_token, trainer_id, experiment_id)
+        try:
+            queue = next(steps)
+            while True:
+                async with client.pipeline(transaction=False) as pipe:
+                    queue(pipe)
+                    replies = await pipe.execute()
+                queue = steps.send(replies)
+        except StopIteration as done:
+            return done.value
+
+    def _list_runs_steps(
+        self, statuses: Iterable[str], page_size: int, page_token: str, trainer_id: str, experiment_id: str
+    ) -> Generator[Callable[[Any], None], list, tuple[list[RunRecord], str]]:
+        """list_runs without I/O: yields a function that queues one round of commands on a pipeline, is sent
+        the replies, and returns the page. The sync and the asyncio clients drive the same steps. Usually two
+        rounds: the page's members plus one (whether more follow), then their hashes."""
         # ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
         if page_token and not (page_token.isascii() and page_token.isdigit() and len(page_token) <= 19):
             raise InvalidArgument("malformed page token (pass next_page_token unchanged)", "page_token")
         keys = [f"{self.prefix}runs:status:{s}" for s in sorted(set(statuses))] or [f"{self.prefix}runs"]
         cursor = int(page_token) if page_token else None
         out: list[RunRecord] = []
-        while len(out) < page_size:
-            batch = self._merged_page(keys, cursor, page_size)
+        while True:
+            batch = _merged(keys, (yield _page_query(keys, cursor, page_size + 1)), page_size + 1)
+            probe, batch = batch[page_size:], batch[:page_size]
             if not batch:
                 return out, ""
-            records = {r.id: r for r in self.get_runs([run_id for run_id, _ in batch])}
-            for run_id, seq in batch:
+            ids = [run_id for run_id, _ in batch]
+            replies = yield lambda pipe, ids=ids: [pipe.hgetall(self.run_key(run_id)) for run_id in ids]
+            records = {r.id: r for r in (RunRecord.from_hash(v) for v in replies if v)}
+            for i, (run_id, seq) in enumerate(batch):
                 cursor = seq
                 record = records.get(run_id)
                 if record is None:
@@ -331,18 +389,10 @@ class RunStore:
                     continue
                 out.append(record)
                 if len(out) == page_size:
-                    break
-        more = bool(self._merged_page(keys, cursor, 1))
-        return out, (str(cursor) if more else "")
-
-    def _merged_page(self, keys: list[str], below: int | None, n: int) -> list[tuple[str, int]]:
-        top = f"({below}" if below is not None else "+inf"
-        pipe = self.r.pipeline(transaction=False)
-        for key in keys:
-            pipe.zrevrangebyscore(key, top, "-inf", start=0, num=n, withscores=True)
-        merged = [(m, int(s)) for rows in pipe.execute() for m, s in rows]
-        merged.sort(key=lambda item: -item[1])
-        return merged[:n]
+                    more = i + 1 < len(batch) or bool(probe)
+                    return out, (str(cursor) if more else "")
+            if not probe:
+                return out, ""
 
     def queued(self) -> list[str]:
         """Runs waiting for a trainer, oldest first."""

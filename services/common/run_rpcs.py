@@ -17,6 +17,20 @@ from services.common.watch import AsyncRedis, follow_run
 
 def list_runs(store: RunStore, request: trainer_pb2.ListRunsRequest) -> trainer_pb2.ListRunsResponse:
     """ListRuns for both the trainer and the gateway (they list the same runs from Redis)."""
+    records, token = store.list_runs(**_list_query(request))
+    return _list_response(records, token)
+
+
+async def list_runs_async(
+    events: AsyncRedis, store: RunStore, request: trainer_pb2.ListRunsRequest
+) -> trainer_pb2.ListRunsResponse:
+    """ListRuns over redis.asyncio: the gateway serves it on its event loop, like GetRun, with no pool thread
+    contending for the interpreter lock with the loop (bench/load.py)."""
+    records, token = await store.list_runs_async(events.client(), **_list_query(request))
+    return _list_response(records, token)
+
+
+def _list_query(request: trainer_pb2.ListRunsRequest) -> dict:
     statuses = []
     for value in request.statuses:
         name = run_status_name(value)
@@ -25,13 +39,16 @@ def list_runs(store: RunStore, request: trainer_pb2.ListRunsRequest) -> trainer_
         statuses.append(name)
     if request.experiment_id:
         check_id(request.experiment_id, "experiment_id")
-    records, token = store.list_runs(
-        statuses=statuses,
-        page_size=page_size(request.page_size),
-        page_token=request.page_token,
-        trainer_id=request.trainer_id,
-        experiment_id=request.experiment_id,
-    )
+    return {
+        "statuses": statuses,
+        "page_size": page_size(request.page_size),
+        "page_token": request.page_token,
+        "trainer_id": request.trainer_id,
+        "experiment_id": request.experiment_id,
+    }
+
+
+def _list_response(records: list[RunRecord], token: str) -> trainer_pb2.ListRunsResponse:
     return trainer_pb2.ListRunsResponse(runs=[codec.run_to_proto(r) for r in records], next_page_token=token)
 
 

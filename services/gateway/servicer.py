@@ -17,7 +17,7 @@ from services.common.errors import InvalidArgument
 from services.common.experiment_rules import check_arm_names, check_seeds
 from services.common.interceptors import downstream_timeout, outgoing_metadata
 from services.common.messages import placement_from_proto
-from services.common.run_rpcs import get_run, list_runs, watch_run
+from services.common.run_rpcs import get_run, list_runs_async, watch_run
 from services.common.status_names import run_status_value
 from services.common.validation import check_evaluation, check_generation, check_id, check_range
 from services.common.watch import AsyncRedis
@@ -62,8 +62,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             run.waiting = await asyncio.to_thread(self.gateway.waiting_reason, record)
         return trainer_pb2.GetRunResponse(run=run)
 
-    def ListRuns(self, request, context):
-        return list_runs(self.store, request)
+    async def ListRuns(self, request, context):
+        return await list_runs_async(self.events, self.store, request)
 
     async def WatchRun(self, request, context):
         async for response in watch_run(self.events, self.store, request):
