@@ -9,7 +9,7 @@ import sys
 
 from service_helpers import health_status, wait_for
 
-from services.cli.join import redacted
+from services.common.redis_store import redacted
 from services.trainer.address import advertised_host, is_loopback
 from services.trainer.config import TrainerConfig
 
@@ -55,7 +55,7 @@ def test_join_refuses_bad_input_with_a_sentence(redis_url):
     nowhere = join("redis://:secret@127.0.0.1:1/0", "--listen", "127.0.0.1:0")
     assert nowhere.wait(timeout=60) == 2
     message = nowhere.stderr.read()
-    assert "cannot reach Redis at redis://127.0.0.1:1/0" in message and "secret" not in message
+    assert "cannot reach Redis at redis://:***@127.0.0.1:1/0" in message and "secret" not in message
 
 
 def test_advertised_address_rules():
@@ -64,4 +64,4 @@ def test_advertised_address_rules():
     explicit = TrainerConfig(host="0.0.0.0", advertise="trainer.example:7000")
     assert explicit.advertised(50052) == "trainer.example:7000"
     assert TrainerConfig(host="127.0.0.1").advertised(50052) == "127.0.0.1:50052"
-    assert redacted("redis://user:pw@h:6380/2") == "redis://h:6380/2"
+    assert redacted("redis://user:pw@h:6380/2") == "redis://user:***@h:6380/2"

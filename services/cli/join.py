@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 
 def split_host_port(value: str, flag: str) -> tuple[str, int]:
@@ -45,12 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def redacted(url: str) -> str:
-    """The Redis URL without its password (never printed or logged)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}{parts.path}"
-
-
 def trainer_config(args: argparse.Namespace):
     from services.common.config import load_config
     from services.trainer.config import TrainerConfig
@@ -73,6 +66,8 @@ def trainer_config(args: argparse.Namespace):
 
 
 def announce(trainer) -> None:
+    from services.common.redis_store import redacted
+
     record = trainer.registration.record
     hw = record.hardware
     memory = hw.get("total_memory_bytes", 0) / 2**30
@@ -87,6 +82,7 @@ def announce(trainer) -> None:
 def main(args: argparse.Namespace) -> int:
     import redis
 
+    from services.common.redis_store import redacted
     from services.trainer import server
     from services.trainer.address import NoReachableAddress
 

@@ -17,6 +17,7 @@ from services.common.errors import InvalidArgument
 from services.common.experiment_rules import check_arm_names, check_seeds
 from services.common.interceptors import downstream_timeout, outgoing_metadata
 from services.common.messages import placement_from_proto
+from services.common.redis_store import redacted
 from services.common.run_rpcs import get_run, list_runs_async, watch_run
 from services.common.status_names import run_status_value
 from services.common.validation import check_evaluation, check_generation, check_id, check_range
@@ -152,7 +153,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         response.services.add(name="gateway", address=self.config.address(), healthy=True)
         response.services.add(
             name="redis",
-            address=_redact(self.config.redis_url),
+            address=redacted(self.config.redis_url),
             healthy=redis_ok,
             detail="" if redis_ok else "no PONG",
         )
@@ -288,14 +289,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 yield response
         finally:
             responses.cancel()
-
-
-def _redact(url: str) -> str:
-    """A Redis URL without its password."""
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
 
 
 def _mapping(request) -> dict[str, str]:
