@@ -11,18 +11,22 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from peftlab.v1 import common_pb2, comparator_pb2, gateway_pb2, gateway_pb2_grpc, trainer_pb2
-from service_helpers import health_status, reflected_services, start_gateway, start_trainer
+from service_helpers import health_status, reflected_services, start_gateway, start_trainer, wait_for
 
 from services.common.codec import spec_to_proto
 from services.common.config import load_config
 from services.common.interceptors import FIELD_KEY
+from services.common.memory import predict_for_model, spec_dtype_bytes
 from services.common.records import RunRecord, TrainerRecord
 from services.common.runs_root import ID_FILE, runs_root_id
+from services.common.spec import RunSpec
 from services.comparator.config import ComparatorConfig
 from services.comparator.server import make_server as make_comparator
-from services.gateway.placement import choose_trainer, waiting_reason
+from services.gateway.placement import choose_trainer, may_wait_for_a_trainer, waiting_reason
+from services.gateway.preflight import predict_peaks
 
 TOKEN = "s3cret-token"
+GIB = 2**30
 
 
 @pytest.fixture
@@ -218,6 +222,46 @@ def test_runs_queue_until_a_trainer_comes_and_queued_runs_cancel_at_once(stub, s
     assert again.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+def _placements(store, run_id: str) -> list[str]:
+    """The trainers a run was placed on, in order (its PLACED status events)."""
+    return [
+        e.data["trainer_id"]
+        for e in store.read_events(run_id, "")
+        if e.kind == "status" and e.data["status"] == "PLACED"
+    ]
+
+
+def test_a_run_waits_for_a_trainer_with_its_memory_and_get_run_says_why(stub, store, chat_data):
+    """A mixed pool (registry entries whose addresses answer nothing): a 1 MiB trainer with free slots and a
+    64 GiB one that is full. The run passes SubmitRun (the big one fits it), is never placed on the small one,
+    GetRun says why it waits, and it goes to the big one when its slot frees; allow_over_memory lifts the bound."""
+    cpu = {"device_kind": "cpu", "total_memory_bytes": 2**20}
+    store.register_trainer(TrainerRecord("small", "127.0.0.1:1", slots=4, hardware=cpu), 600)
+    big = {**cpu, "total_memory_bytes": 64 * GIB}
+    store.register_trainer(TrainerRecord("big", "127.0.0.1:1", slots=1, hardware=big), 600)
+    store.create_run(RunRecord(id="busy"), claim="big")
+
+    run = stub.SubmitRun(
+        _submit(stub, chat_data), timeout=30
+    ).run  # SubmitRun has had it placed, if it can be
+    peak = store.get_run(run.id).predicted_peak_bytes["cpu"]
+    assert 2**20 < peak < 64 * GIB
+    got = stub.GetRun(trainer_pb2.GetRunRequest(run_id=run.id), timeout=5).run
+    assert got.status == common_pb2.RUN_STATUS_QUEUED and _placements(store, run.id) == []
+    assert got.waiting == (
+        f"waiting for a free slot on a trainer with at least {peak / GIB:.1f} GiB: its predicted peak memory; "
+        "the largest free one, small, has 0.0 GiB"
+    )
+
+    over = stub.SubmitRun(_submit(stub, chat_data, allow_over_memory=True), timeout=30).run
+    wait_for(lambda: "small" in _placements(store, over.id), 30, what="the allow_over_memory run on small")
+    assert stub.GetRun(trainer_pb2.GetRunRequest(run_id=over.id), timeout=5).run.waiting == ""
+
+    store.transition("busy", "CANCELLED", release=True)
+    wait_for(lambda: _placements(store, run.id), 30, what="the run placed once the big trainer frees")
+    assert set(_placements(store, run.id)) == {"big"}
+
+
 # ---- models, datasets, trainers, status ----
 
 
@@ -365,6 +409,90 @@ def test_resume_goes_by_the_runs_root_id_not_the_path():
     legacy = dataclasses.replace(run, runs_root_id="")  # a record from before the ids: the path decides
     assert choose_trainer([shared], legacy).id == "b"
     assert waiting_reason(dataclasses.replace(run, status="RUNNING", trainer="a"), []) == ""
+
+
+def _sized(trainer_id: str, total: float, kind: str = "cpu", slots: int = 1, busy: int = 0) -> TrainerRecord:
+    trainer = _t(trainer_id, kind=kind, slots=slots, busy=busy)
+    trainer.hardware["total_memory_bytes"] = int(total)
+    return trainer
+
+
+def test_a_run_goes_only_to_trainers_with_the_memory_of_its_predicted_peak():
+    """A 16 GiB MacBook and a 128 GiB Studio: a run predicted at 40 GiB goes to the Studio, even when the
+    MacBook has more free slots (it would fail there), and waits when only the MacBook is free."""
+    macbook, studio = _sized("macbook", 16 * GIB, slots=4), _sized("studio", 128 * GIB)
+    run = RunRecord(id="r", predicted_peak_bytes={"cpu": 40 * GIB, "gpu": 30 * GIB})
+    assert choose_trainer([macbook, studio], run) is studio
+    assert choose_trainer([macbook], run) is None
+    assert choose_trainer([macbook, _sized("studio", 128 * GIB, busy=1)], run) is None
+    # The prediction of the trainer's kind of device applies: 30 GiB (bf16 on a GPU) fits 32, 40 (cpu) does not.
+    assert choose_trainer([macbook, _sized("m", 32 * GIB, kind="apple")], run).id == "m"
+    assert choose_trainer([macbook, _sized("m", 32 * GIB, kind="cpu")], run) is None
+    # A pinned trainer too small for it is passed over like any other.
+    pinned = dataclasses.replace(run, placement={"trainer_id": "macbook"})
+    assert choose_trainer([macbook, studio], pinned) is studio
+    # allow_over_memory lifts it; records from before the prediction (and a trainer that reports no memory
+    # size) place as before: the most free slots.
+    over = dataclasses.replace(run, spec={"allow_over_memory": True})
+    assert choose_trainer([macbook, studio], over) is macbook
+    assert choose_trainer([macbook, studio], dataclasses.replace(run, predicted_peak_bytes={})) is macbook
+    assert choose_trainer([_t("unsized", slots=4), studio], run).id == "unsized"
+    # A resume has the same bound, even on the trainer it ran on; so has a data-parallel run (its
+    # prediction counts all its workers' processes on one trainer).
+    resume = dataclasses.replace(run, status="RESUMING", previous_trainer="macbook", run_dir="/runs/r")
+    assert choose_trainer([macbook, studio], resume) is studio
+    parallel = dataclasses.replace(run, spec={"workers": 2})
+    assert choose_trainer([macbook, _sized("studio", 128 * GIB, slots=2)], parallel).id == "studio"
+
+
+def test_waiting_reason_names_the_memory_a_queued_run_waits_for():
+    run = RunRecord(id="r", predicted_peak_bytes={"cpu": int(40.2 * GIB), "gpu": 30 * GIB})
+    macbook, busy_studio = _sized("macbook", 16 * GIB, slots=2), _sized("studio", 128 * GIB, busy=1)
+    assert waiting_reason(run, [macbook]).startswith(
+        "waiting for a trainer with at least 40.2 GiB: its predicted peak memory; the largest live one, "
+        "macbook, has 16.0 GiB"
+    )
+    assert waiting_reason(run, [macbook, busy_studio]) == (
+        "waiting for a free slot on a trainer with at least 40.2 GiB: its predicted peak memory; the largest "
+        "free one, macbook, has 16.0 GiB"
+    )
+    mixed = [macbook, _sized("mini", 24 * GIB, kind="apple")]
+    assert "at least 40.2 GiB on a cpu trainer / 30.0 GiB on a gpu trainer" in waiting_reason(run, mixed)
+    assert waiting_reason(run, [busy_studio]) == ""  # it only waits for a free slot
+    assert waiting_reason(run, [macbook, _sized("studio", 128 * GIB)]) == ""  # it is about to be placed
+    assert waiting_reason(run, []) == ""
+    assert waiting_reason(dataclasses.replace(run, spec={"allow_over_memory": True}), [macbook]) == ""
+    assert waiting_reason(dataclasses.replace(run, predicted_peak_bytes={}), [macbook]) == ""
+    assert waiting_reason(dataclasses.replace(run, status="PLACED", trainer="macbook"), [macbook]) == ""
+    resume = dataclasses.replace(run, status="RESUMING", run_dir="/runs/r")
+    assert "at least 40.2 GiB" in waiting_reason(resume, [macbook])
+    # GetRun reads the registry only for runs that may wait on a trainer's size, slots or runs root.
+    assert may_wait_for_a_trainer(run) and may_wait_for_a_trainer(resume)
+    assert not may_wait_for_a_trainer(dataclasses.replace(run, predicted_peak_bytes={}))
+    assert not may_wait_for_a_trainer(dataclasses.replace(run, spec={"allow_over_memory": True}))
+    assert not may_wait_for_a_trainer(dataclasses.replace(run, status="RUNNING", trainer="studio"))
+
+
+def test_the_prediction_is_stored_per_device_kind_and_counts_every_worker(tiny_model):
+    config = json.loads((tiny_model / "config.json").read_text())
+    spec = RunSpec(model="m", data="d", batch_size=4, max_seq_length=128)
+    peaks = predict_peaks(spec, config)
+    # bf16 and the unchunked head on a GPU, float32 and the chunked head on the CPU: two predictions.
+    assert peaks == {
+        kind: predict_for_model(
+            spec, config, False, None, spec_dtype_bytes(spec, kind == "gpu"), kind
+        ).peak_bytes
+        for kind in ("cpu", "gpu")
+    }
+    assert peaks["cpu"] != peaks["gpu"]
+    # Two data-parallel workers share one trainer, each with half the micro-batch.
+    halves = predict_peaks(spec.replace(batch_size=2), config)
+    assert predict_peaks(spec.replace(workers=2), config) == {k: 2 * v for k, v in halves.items()}
+    assert predict_peaks(spec, {"model_type": "llama"}) == {}  # no shape in config.json: not bounded
+    record = RunRecord(id="r", predicted_peak_bytes=peaks)
+    assert RunRecord.from_hash(record.creation_fields()).predicted_peak_bytes == peaks
+    old = RunRecord(id="r").creation_fields()
+    assert "predicted_peak_bytes" not in old and RunRecord.from_hash(old).predicted_peak_bytes == {}
 
 
 def test_runs_root_id_is_written_once(tmp_path):

@@ -43,9 +43,12 @@ class RunRecord:
     attempt: int = 0
     placement: dict[str, Any] = field(default_factory=dict)
     auto_resumes: int = 0  # times the gateway resumed it after its trainer was lost
+    # Predicted peak bytes on one trainer by memory kind ("cpu", "gpu"), all data-parallel workers together,
+    # set at submit (preflight.predict_peaks); {} = unknown (older records, trainer-submitted runs).
+    predicted_peak_bytes: dict[str, int] = field(default_factory=dict)
     seq: int = 0
 
-    _JSON = ("spec", "error", "metrics", "labels", "placement")
+    _JSON = ("spec", "error", "metrics", "labels", "placement", "predicted_peak_bytes")
 
     def creation_fields(self) -> dict[str, str]:
         """The hash fields a new run starts with (status, seq and timestamps are the script's)."""
@@ -59,6 +62,8 @@ class RunRecord:
             "attempt": str(self.attempt),
             "run_dir": self.run_dir,
         }
+        if self.predicted_peak_bytes:
+            out["predicted_peak_bytes"] = json.dumps(self.predicted_peak_bytes, sort_keys=True)
         return out
 
     @classmethod
@@ -93,6 +98,7 @@ class RunRecord:
             attempt=num("attempt"),
             placement=load("placement") or {},
             auto_resumes=num("auto_resumes"),
+            predicted_peak_bytes={k: int(v) for k, v in (load("predicted_peak_bytes") or {}).items()},
             seq=num("seq"),
         )
 

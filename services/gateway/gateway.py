@@ -39,7 +39,7 @@ from services.common.validation import (
 )
 from services.gateway import catalog, preflight
 from services.gateway.config import GatewayConfig
-from services.gateway.placement import DEVICES, Placer, waiting_reason
+from services.gateway.placement import DEVICES, Placer, may_wait_for_a_trainer, waiting_reason
 from services.gateway.trainers import TrainerClients
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class Gateway:
         placement = check_placement(placement or {})
         if experiment_id:
             check_id(experiment_id, "experiment_id")
-        self.check_runnable(resolved, placement)
+        peaks = self.check_runnable(resolved, placement)
         record = RunRecord(
             id=new_id("r"),
             spec=spec.given(),
@@ -103,6 +103,7 @@ class Gateway:
             labels=labels,
             placement=placement,
             experiment_id=experiment_id,
+            predicted_peak_bytes=peaks,  # the placer keeps the run off trainers too small for it
         )
         with run_context(record.id):
             self.store.create_run(record)
@@ -158,9 +159,9 @@ class Gateway:
         return self.store.get_run(run_id)
 
     def waiting_reason(self, record: RunRecord) -> str:
-        """Why a queued or resuming run is not placed (no live trainer sees its runs root, or has the slots
-        of its data-parallel workers); else ""."""
-        if record.status not in ("QUEUED", "RESUMING") or record.trainer:
+        """Why a queued or resuming run is not placed (no live trainer sees its runs root, has the slots of
+        its data-parallel workers or the memory of its predicted peak); else ""."""
+        if not may_wait_for_a_trainer(record):
             return ""
         return waiting_reason(record, self.store.list_trainers())
 
@@ -323,11 +324,16 @@ class Gateway:
             where = f"arms[{i}].overrides"
             self.check_runnable(check_spec(overlay_spec(base, override, where), self.roots, where), {}, where)
 
-    def check_runnable(self, resolved: RunSpec, placement: dict[str, Any], field: str = "spec") -> None:
+    def check_runnable(
+        self, resolved: RunSpec, placement: dict[str, Any], field: str = "spec"
+    ) -> dict[str, int]:
         """What would make the run fail at its start, checked before it is queued (preflight.py): the model
-        dir, num_layers and target_modules, max_seq_length against the longest prompt, predicted memory."""
+        dir, num_layers and target_modules, max_seq_length against the longest prompt, predicted memory.
+        Returns the predicted peak bytes by memory kind (preflight.predict_peaks), for placement."""
         model = Path(resolved.model)
         data = resolved.data if resolved.data.startswith(HUB_PREFIX) else Path(resolved.data)
         config = preflight.check_model_fit(resolved, model, field)
         preflight.check_prompts_fit(resolved, model, data, field)
-        preflight.check_memory(resolved, config, self.store.list_trainers(), placement, field)
+        peaks = preflight.predict_peaks(resolved, config)
+        preflight.check_memory(resolved, peaks, self.store.list_trainers(), placement, field)
+        return peaks

@@ -1,6 +1,6 @@
 """Placing runs on trainers: which trainer a run should go to (`choose_trainer`, pure), and the placer loop
-that takes queued runs to trainers with a free slot, notices trainers whose heartbeat expired (their runs
-become LOST) and queues lost runs to resume from their checkpoints.
+that takes queued runs to trainers with a free slot and the memory of their predicted peak, notices trainers
+whose heartbeat expired (their runs become LOST) and queues lost runs to resume from their checkpoints.
 
 Slot booking is a Lua script (RunStore.transition with claim=...), so several gateways can place at once
 without ever putting two runs in one slot. The placer wakes on every status change (the `events` stream:
@@ -24,6 +24,9 @@ from services.common.redis_store import RunStore, TrainerGone, TransitionRefused
 log = logging.getLogger(__name__)
 
 DEVICES = ("", "cpu", "gpu", "apple", "cuda")
+# The kinds of device whose peak-memory predictions differ (compute dtype, memory.BACKEND_FACTORS).
+MEMORY_KINDS = ("cpu", "gpu")
+GIB = 2**30
 SUSPECT_SECONDS = 5.0
 
 
@@ -46,10 +49,46 @@ def can_hold_checkpoint(trainer: TrainerRecord, run: RunRecord) -> bool:
     return not root or run.run_dir.startswith(root + "/")
 
 
+def memory_kind(trainer: TrainerRecord) -> str:
+    """Which of a run's peak-memory predictions applies on this trainer: "cpu", or "gpu" (Metal, CUDA)."""
+    return "cpu" if trainer.hardware.get("device_kind", "cpu") == "cpu" else "gpu"
+
+
+def total_memory(trainer: TrainerRecord) -> int:
+    """The trainer's memory in bytes, as its hardware reports it (0: not reported)."""
+    return int(trainer.hardware.get("total_memory_bytes") or 0)
+
+
+def memory_needed(run: RunRecord, trainer: TrainerRecord) -> int:
+    """The run's predicted peak bytes on this trainer; 0 when nothing bounds it (no prediction in the record,
+    e.g. one from before predictions were stored, or spec.allow_over_memory)."""
+    if run.spec.get("allow_over_memory"):
+        return 0
+    return int(run.predicted_peak_bytes.get(memory_kind(trainer), 0))
+
+
+def fits_memory(trainer: TrainerRecord, run: RunRecord) -> bool:
+    """A trainer with less memory than the run's predicted peak never gets it (it would fail there); an unknown
+    size on either side does not exclude."""
+    need, have = memory_needed(run, trainer), total_memory(trainer)
+    return not need or not have or need <= have
+
+
+def may_wait_for_a_trainer(run: RunRecord) -> bool:
+    """Whether waiting_reason can have anything to say, from the record alone: GetRun, the hottest call, reads
+    the trainer registry only then."""
+    if run.status not in ("QUEUED", "RESUMING") or run.trainer:
+        return False
+    resuming = run.status == "RESUMING" and bool(run.run_dir)
+    bounded = bool(run.predicted_peak_bytes) and not run.spec.get("allow_over_memory")
+    return resuming or bounded or workers_of(run) > 1
+
+
 def waiting_reason(run: RunRecord, trainers: Iterable[TrainerRecord]) -> str:
-    """Why a run waiting to resume is not placed, when the reason is that no live trainer sees its run dir;
-    or that a data-parallel run needs more slots than any live trainer has;
-    "" otherwise (it is placed, or it only waits for a free slot)."""
+    """Why a queued or resuming run is not placed, when it is more than waiting for a free slot: a
+    data-parallel run needs more slots than any live trainer has; no live trainer sees the runs root holding
+    its checkpoint; no live trainer has the memory of its predicted peak, or only too small ones have a free
+    slot. "" otherwise (it is placed, or it only waits for a free slot)."""
     if run.status not in ("QUEUED", "RESUMING") or run.trainer:
         return ""
     trainers = list(trainers)
@@ -59,15 +98,52 @@ def waiting_reason(run: RunRecord, trainers: Iterable[TrainerRecord]) -> str:
             f"waiting for a trainer with {workers} slots (workers={workers}: its ranks share one trainer); the "
             f"largest registered has {max(t.slots for t in trainers)} (peftlab trainer join --slots {workers})"
         )
-    if run.status != "RESUMING" or not run.run_dir:
-        return ""
-    if any(can_hold_checkpoint(t, run) for t in trainers):
-        return ""
-    owner = f"trainer {run.previous_trainer}" if run.previous_trainer else "the trainer that ran it"
-    return (
-        f"waiting for {owner} (its runs root is not shared): the run resumes from its checkpoint in "
-        f"{run.run_dir} once a trainer that sees that runs root joins"
+    resuming = run.status == "RESUMING" and bool(run.run_dir)
+    if resuming and not any(can_hold_checkpoint(t, run) for t in trainers):
+        owner = f"trainer {run.previous_trainer}" if run.previous_trainer else "the trainer that ran it"
+        return (
+            f"waiting for {owner} (its runs root is not shared): the run resumes from its checkpoint in "
+            f"{run.run_dir} once a trainer that sees that runs root joins"
+        )
+    return _memory_reason(
+        run, [t for t in _eligible(trainers, run) if not resuming or can_hold_checkpoint(t, run)]
     )
+
+
+def _memory_reason(run: RunRecord, trainers: list[TrainerRecord]) -> str:
+    too_small = [t for t in trainers if not fits_memory(t, run)]
+    if not too_small:
+        return ""
+    kinds = sorted({memory_kind(t) for t in trainers if memory_needed(run, t)})
+    need = " / ".join(
+        f"{run.predicted_peak_bytes[k] / GIB:.1f} GiB" + (f" on a {k} trainer" if len(kinds) > 1 else "")
+        for k in kinds
+    )
+    if len(too_small) == len(trainers):
+        largest = max(too_small, key=total_memory)
+        return (
+            f"waiting for a trainer with at least {need}: its predicted peak memory; the largest live one, "
+            f"{largest.id}, has {total_memory(largest) / GIB:.1f} GiB (it is placed once a trainer that big "
+            "joins)"
+        )
+    free = [t for t in trainers if t.free_slots >= workers_of(run)]
+    if not free or any(fits_memory(t, run) for t in free):
+        return ""  # it only waits for a free slot, or is about to be placed
+    largest = max(free, key=total_memory)
+    return (
+        f"waiting for a free slot on a trainer with at least {need}: its predicted peak memory; the largest "
+        f"free one, {largest.id}, has {total_memory(largest) / GIB:.1f} GiB"
+    )
+
+
+def _eligible(trainers: Iterable[TrainerRecord], run: RunRecord) -> list[TrainerRecord]:
+    """The live trainers that may take new runs, narrowed by strict placement."""
+    placement = run.placement or {}
+    out = [t for t in trainers if not t.draining]
+    if placement.get("strict"):
+        device, pinned = placement.get("device", ""), placement.get("trainer_id", "")
+        out = [t for t in out if device_matches(t, device) and (not pinned or t.id == pinned)]
+    return out
 
 
 def workers_of(run: RunRecord) -> int:
@@ -81,9 +157,12 @@ def workers_of(run: RunRecord) -> int:
 def choose_trainer(trainers: Iterable[TrainerRecord], run: RunRecord) -> TrainerRecord | None:
     """The best trainer with a free slot for `run`, or None (it waits in the queue).
 
-    Order: the pinned trainer, a matching device (`placement.device`), for a resume the trainer it ran on,
-    enough available memory for `spec.memory_budget_gb`, then the most free slots and the fewest runs
-    (spreading runs over trainers). With `placement.strict` a mismatch excludes a trainer instead.
+    Only trainers with the free slots of all its workers, the memory of its predicted peak on their kind of
+    device (unless `spec.allow_over_memory`; records without a prediction are not bounded) and, for a resume,
+    its checkpoint's runs root. Order: the pinned trainer, a matching device (`placement.device`), for a resume
+    the trainer it ran on, enough available memory for `spec.memory_budget_gb`, then the most free slots and
+    the fewest runs (spreading runs over trainers). With `placement.strict` a mismatch excludes a trainer
+    instead.
     """
     placement = run.placement or {}
     device, pinned, strict = (
@@ -99,6 +178,7 @@ def choose_trainer(trainers: Iterable[TrainerRecord], run: RunRecord) -> Trainer
         candidates = [t for t in candidates if device_matches(t, device) and (not pinned or t.id == pinned)]
     if resuming:
         candidates = [t for t in candidates if can_hold_checkpoint(t, run)]
+    candidates = [t for t in candidates if fits_memory(t, run)]
     if not candidates:
         return None
 

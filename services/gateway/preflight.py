@@ -15,9 +15,8 @@ from services.common.model_config import read_model_config
 from services.common.records import TrainerRecord
 from services.common.spec import RunSpec
 from services.gateway import catalog
-from services.gateway.placement import device_matches
+from services.gateway.placement import GIB, MEMORY_KINDS, device_matches, memory_kind, total_memory
 
-GIB = 2**30
 # Architectures whose blocks hold the projections memory.ModelShape names (mlx_lm's module paths); for
 # others the trainer checks target_modules when it loads the model.
 LLAMA_LAYOUT = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"}
@@ -68,55 +67,62 @@ def check_prompts_fit(spec: RunSpec, model: Path, data: Path | str, field: str =
 
 def _candidates(trainers: Iterable[TrainerRecord], placement: dict[str, Any]) -> list[TrainerRecord]:
     """The trainers that could take the run (strict placement narrows them), with a known memory size."""
-    out = [t for t in trainers if not t.draining and int(t.hardware.get("total_memory_bytes") or 0) > 0]
+    out = [t for t in trainers if not t.draining and total_memory(t) > 0]
     if placement.get("strict"):
         device, pinned = placement.get("device", ""), placement.get("trainer_id", "")
         out = [t for t in out if device_matches(t, device) and (not pinned or t.id == pinned)]
     return out
 
 
+def predict_peaks(spec: RunSpec, config: dict[str, Any]) -> dict[str, int]:
+    """The run's predicted peak bytes on one trainer, by memory kind ("cpu", "gpu": the compute dtype and the
+    backend's coefficients differ): a data-parallel run's processes share one trainer, each with its share of
+    the micro-batch. batch_size auto counts as its smallest micro-batch (1). {} when config.json lacks the
+    shape (the trainer predicts from the loaded model)."""
+    batch = spec.batch_size if spec.batch_size > 0 else 1
+    workers = max(1, spec.workers)
+    sized = spec.replace(batch_size=max(1, batch // workers))
+    quantized = "quantization" in config
+    try:
+        return {
+            kind: workers
+            * predict_for_model(
+                sized, config, quantized, None, spec_dtype_bytes(spec, kind == "gpu"), kind
+            ).peak_bytes
+            for kind in MEMORY_KINDS
+        }
+    except (KeyError, TypeError, ZeroDivisionError):
+        return {}
+
+
 def check_memory(
     spec: RunSpec,
-    config: dict[str, Any],
+    peaks: dict[str, int],
     trainers: Iterable[TrainerRecord],
     placement: dict[str, Any],
     field: str = "spec",
 ) -> None:
-    """Refuse a run whose predicted peak memory exceeds the memory of every trainer that could take it,
-    unless spec.allow_over_memory. batch_size auto counts as its smallest micro-batch (1). No trainer
-    registered: nothing to compare with (the trainer's own check stands)."""
-    if spec.allow_over_memory:
+    """Refuse a run whose predicted peak memory (`peaks`, from predict_peaks) exceeds the memory of every
+    trainer that could take it, unless spec.allow_over_memory. No trainer registered or no prediction: nothing
+    to compare with (the placer and the trainer's own check stand)."""
+    if spec.allow_over_memory or not peaks:
         return
     candidates = _candidates(trainers, placement)
     if not candidates:
         return
-    batch = spec.batch_size if spec.batch_size > 0 else 1
-    # A data-parallel run's processes share one trainer, each with its share of the micro-batch.
-    workers = max(1, spec.workers)
-    sized = spec.replace(batch_size=max(1, batch // workers))
-    quantized = "quantization" in config
     best = None
     for trainer in candidates:
-        gpu = trainer.hardware.get("device_kind", "cpu") != "cpu"
-        try:
-            predicted = (
-                workers
-                * predict_for_model(
-                    sized, config, quantized, None, spec_dtype_bytes(spec, gpu), "gpu" if gpu else "cpu"
-                ).peak_bytes
-            )
-        except (KeyError, TypeError, ZeroDivisionError):
-            return  # config.json lacks the shape: the trainer predicts from the loaded model
-        memory = int(trainer.hardware["total_memory_bytes"])
+        predicted, memory = peaks[memory_kind(trainer)], total_memory(trainer)
         if predicted <= memory:
             return
         if best is None or memory - predicted > best[2] - best[1]:
             best = (trainer, predicted, memory)
     trainer, predicted, memory = best
+    batch = spec.batch_size if spec.batch_size > 0 else 1
     knob = "batch_size" if batch > 1 else "max_seq_length"
     what = f"micro-batch {batch}{' (batch_size auto, at its smallest)' if spec.batch_size <= 0 else ''}"
-    if workers > 1:
-        what += f" over {workers} processes"
+    if spec.workers > 1:
+        what += f" over {spec.workers} processes"
     raise FailedPrecondition(
         f"predicted peak memory {predicted / GIB:.1f} GiB ({what} x {spec.max_seq_length} tokens, "
         f"{spec.method}) exceeds the memory of every trainer that could take it: the largest, {trainer.id}, "

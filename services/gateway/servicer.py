@@ -24,6 +24,7 @@ from services.common.validation import check_evaluation, check_generation, check
 from services.common.watch import AsyncRedis
 from services.gateway import adapters
 from services.gateway.gateway import Gateway, check_placement
+from services.gateway.placement import may_wait_for_a_trainer
 from services.gateway.trainers import CHANNEL_OPTIONS, Channels, comparator_stub, optimizer_stub
 
 
@@ -59,7 +60,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         # A coroutine on the server's loop: no hop to the unary pool and back (bench/load.py: GetRun p99).
         record = await get_run(self.events, self.store, request.run_id)
         run = codec.run_to_proto(record)
-        if record.status == "RESUMING" and not record.trainer:  # rare: reads the trainer registry
+        if may_wait_for_a_trainer(record):  # queued or resuming, unplaced: reads the trainer registry
             run.waiting = await asyncio.to_thread(self.gateway.waiting_reason, record)
         return trainer_pb2.GetRunResponse(run=run)
 
