@@ -418,32 +418,101 @@ def preview_dataset(
 
 
 # ---- the longest prompt of a dataset, for the submit-time max_seq_length check -----------------------------
+# Two passes. The first, over every row, is a cheap lower bound: the prompt turns' text encoded alone with
+# tokenizer.json, without the chat template's markup. The second counts the prompt exactly as the engine does
+# (samples.encode_with_spans with the tokenizer mlx_lm.utils.load gives the trainer) for the rows the first
+# pass ranks highest, plus the highest of each prompt shape: the markup a template adds depends mostly on the
+# shape (which roles come before the learned turn, tools or not; SmolLM2's adds a 20-token system turn when
+# there is none), so a row of a rarer shape can outgrow rows with a larger bound.
+
+EXACT_ROWS = 64  # top rows by lower bound counted exactly; ~1.4 ms each on a 2-core CPU (SmolLM2's template)
+EXACT_SHAPES = 64  # at most this many shapes add their highest row beyond EXACT_ROWS
+
+
+@dataclass(frozen=True)
+class LongestPrompt:
+    file: str  # the split file's name
+    line: int
+    tokens: int
+    exact: (
+        bool  # counted with the model's tokenizer and chat template, as the engine does; else a lower bound
+    )
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    line: int
+    bound: int
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    format: str  # the file's format (its first row's), as the engine detects it
+    candidates: tuple[_Candidate, ...]  # highest bound first
+
+
+def _file_version(file: Path) -> tuple[str, int, int]:
+    stat = file.stat()
+    return str(file), stat.st_mtime_ns, stat.st_size
+
+
+def _model_version(model: Path) -> tuple[tuple[str, int], ...]:
+    """What the tokenizer and chat template are read from, by mtime: a replaced file is a new version."""
+    return tuple(
+        sorted((p.name, p.stat().st_mtime_ns) for p in model.iterdir() if p.suffix in (".json", ".jinja"))
+    )
 
 
 def longest_prompt(
     data: Path, model: Path, mask: str | bool, columns: tuple[str, ...] = (), max_rows: int = 50_000
-) -> tuple[str, int, int] | None:
-    """(file name, line, tokens) of the dataset's longest prompt, by a lower bound of its tokens: the text of
-    the turns before the first learned one (mask "assistant"; before the last for "last_assistant"), each
-    stripped and encoded alone with the model's tokenizer.json, without the chat template's markup. None when
-    nothing can be said (mask "none", text records, no tokenizer.json, non-JSONL splits). Cached per file
-    version: a submit pays it once per dataset. `columns`: the spec's (prompt, completion, messages, system)
-    fields."""
+) -> LongestPrompt | None:
+    """The dataset's longest prompt by a lower bound of its tokens: the text of the turns before the first
+    learned one (mask "assistant"; before the last for "last_assistant"), each stripped and encoded alone with
+    the model's tokenizer.json, without the chat template's markup. None when nothing can be said (mask
+    "none", text records, no tokenizer.json, non-JSONL splits). Cached per file version: a submit pays it once
+    per dataset. `columns`: the spec's (prompt, completion, messages, system) fields."""
     from services.common.datasets.samples import mask_mode
 
     mask = mask_mode(mask)
     if mask == "none" or not (model / "tokenizer.json").is_file():
         return None
-    best: tuple[str, int, int] | None = None
+    best: LongestPrompt | None = None
     for file in _split_files(data).values():
         if file.suffix != ".jsonl":
             continue
-        stat = file.stat()
         found = _longest_prompt_in(
-            str(file), stat.st_mtime_ns, stat.st_size, str(model / "tokenizer.json"), mask, columns, max_rows
+            *_file_version(file), str(model / "tokenizer.json"), mask, columns, max_rows
         )
-        if found and (best is None or found[1] > best[2]):
-            best = (file.name, *found)
+        if found and (best is None or found.candidates[0].bound > best.tokens):
+            top = found.candidates[0]
+            best = LongestPrompt(file.name, top.line, top.bound, exact=False)
+    return best
+
+
+def exact_longest_prompt(
+    data: Path, model: Path, mask: str | bool, columns: tuple[str, ...] = (), max_rows: int = 50_000
+) -> LongestPrompt | None:
+    """The dataset's longest prompt in tokens as the engine counts them (the chat-templated turns before the
+    first learned token: samples.encode_with_spans under `mask`), over each split's rows that
+    `longest_prompt`'s bound ranks highest (EXACT_ROWS, plus the highest of each prompt shape). None when it
+    cannot be counted here (no bound, the tokenizer does not load, the template or a record fails): the
+    trainer names such problems. Cached per (file version, model version, mask, columns)."""
+    from services.common.datasets.samples import mask_mode
+
+    mask = mask_mode(mask)
+    if mask == "none" or not (model / "tokenizer.json").is_file():
+        return None
+    best: LongestPrompt | None = None
+    version = _model_version(model)
+    for file in _split_files(data).values():
+        if file.suffix != ".jsonl":
+            continue
+        found = _exact_longest_in(*_file_version(file), str(model), version, mask, columns, max_rows)
+        if found is None:
+            return None  # one split not counted: the bound stands for the whole dataset
+        if best is None or found[1] > best.tokens:
+            best = LongestPrompt(file.name, found[0], found[1], exact=True)
     return best
 
 
@@ -460,35 +529,135 @@ def _fast_tokenizer(path: str) -> Any:
 @functools.lru_cache(maxsize=64)
 def _longest_prompt_in(
     file: str, _mtime: int, _size: int, tokenizer: str, mask: str, fields: tuple[str, ...], max_rows: int
-) -> tuple[int, int] | None:
+) -> _Bounds | None:
     from services.common.datasets.layouts import Columns, normalize
+    from services.common.datasets.samples import FORMATS
     from services.common.datasets.sources import parse_line
     from services.common.errors import DatasetError
 
     columns = Columns(*fields)
-    lines, parts, owners = [], [], []
+    records, parts, owners = [], [], []
     with open(file, encoding="utf-8", errors="replace") as fh:
         for number, text in enumerate(fh, start=1):
             if not text.strip():
                 continue
-            if len(lines) >= max_rows:
+            if len(records) >= max_rows:
                 break
             try:
                 record = normalize(parse_line(text, file, number), columns, Path(file), number)
             except DatasetError:
                 return None  # a broken line is the trainer's (and ValidateDataset's) to name
             texts = _prompt_texts(record, mask)
-            lines.append(number)
+            records.append((number, record))
             parts.extend(texts)
-            owners.extend([len(lines) - 1] * len(texts))
+            owners.extend([len(records) - 1] * len(texts))
     fast = _fast_tokenizer(tokenizer)
     if not parts or fast is None:
         return None
-    counts = [0] * len(lines)
+    counts = [0] * len(records)
     for owner, encoding in zip(owners, fast.encode_batch(parts, add_special_tokens=False), strict=True):
         counts[owner] += len(encoding.ids)
-    longest = max(range(len(lines)), key=counts.__getitem__)
-    return lines[longest], counts[longest]
+    ranked = sorted(range(len(records)), key=lambda i: -counts[i])
+    chosen = ranked[:EXACT_ROWS]
+    shapes = {_prompt_shape(records[i][1], mask) for i in chosen}
+    for i in ranked[EXACT_ROWS:]:
+        if len(chosen) >= EXACT_ROWS + EXACT_SHAPES:
+            break
+        shape = _prompt_shape(records[i][1], mask)
+        if shape not in shapes:  # the highest row of a shape not among the top rows
+            shapes.add(shape)
+            chosen.append(i)
+    first = records[0][1]
+    fmt = next((name for name, keys in FORMATS.items() if all(k in first for k in keys)), "")
+    return _Bounds(fmt, tuple(_Candidate(records[i][0], counts[i], records[i][1]) for i in chosen))
+
+
+def _prompt_shape(record: dict[str, Any], mask: str) -> tuple:
+    """What decides the markup a chat template adds around a prompt: the roles before the learned turn
+    (every role for last_assistant: the turns between are prompt too), and whether tools are rendered."""
+    messages = record.get("messages")
+    if not isinstance(messages, list):
+        return ("completion",)
+    roles = tuple(m.get("role") for m in messages if isinstance(m, dict))
+    if mask == "assistant" and "assistant" in roles:
+        roles = roles[: roles.index("assistant")]
+    return roles, bool(record.get("tools"))
+
+
+_ENGINE_TOKENIZER_LOCK = threading.Lock()
+
+
+def _engine_tokenizer(model_dir: str, version: tuple) -> Any:
+    # One at a time, as _tokenizer: concurrent first imports of transformers fail in gRPC threads.
+    with _ENGINE_TOKENIZER_LOCK:
+        return _load_engine_tokenizer(model_dir, version)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_engine_tokenizer(model_dir: str, _version: tuple) -> Any:
+    """The tokenizer the trainer trains with: what mlx_lm.utils.load returns (load_tokenizer with the config's
+    eos ids; its chat template, or the model family's), so counts match the engine's. None when it does not
+    load here: the trainer's own load names the problem."""
+    try:
+        from mlx_lm.utils import load_config, load_tokenizer
+
+        path = Path(model_dir)
+        return load_tokenizer(path, eos_token_ids=load_config(path).get("eos_token_id"))
+    except Exception as exc:  # noqa: BLE001 - any failure leaves the lower bound standing, never a refusal
+        log.info(
+            "prompt lengths counted by a lower bound: the tokenizer does not load (%s: %s)",
+            type(exc).__name__,
+            str(exc)[:200],
+            extra={"model_dir": model_dir},
+        )
+        return None
+
+
+_EXACT_LOCK = threading.Lock()  # a Rust tokenizer used from two threads at once can raise "Already borrowed"
+
+
+@functools.lru_cache(maxsize=64)
+def _exact_longest_in(
+    file: str,
+    mtime: int,
+    size: int,
+    model_dir: str,
+    model_version: tuple,
+    mask: str,
+    fields: tuple[str, ...],
+    max_rows: int,
+) -> tuple[int, int] | None:
+    from services.common.datasets.samples import check_record, encode_with_spans
+
+    bounds = _longest_prompt_in(
+        file, mtime, size, str(Path(model_dir) / "tokenizer.json"), mask, fields, max_rows
+    )
+    if bounds is None or not bounds.format:
+        return None
+    tokenizer = _engine_tokenizer(model_dir, model_version)
+    if tokenizer is None:
+        return None
+    best: tuple[int, int] | None = None
+    with _EXACT_LOCK:
+        for candidate in bounds.candidates:
+            try:
+                check_record(candidate.record, bounds.format, Path(file), candidate.line)
+                tokens, spans = encode_with_spans(candidate.record, bounds.format, tokenizer, mask)
+            except Exception as exc:  # noqa: BLE001 - a record or template the engine fails on: it names it
+                log.info(
+                    "prompt lengths counted by a lower bound: %s:%d does not encode (%s: %s)",
+                    Path(file).name,
+                    candidate.line,
+                    type(exc).__name__,
+                    str(exc)[:200],
+                    extra={"model_dir": model_dir},
+                )
+                return None
+            prompt = spans[0][0] if spans else len(tokens)  # as samples.Sample.prompt_len
+            # A tie names the first line, the one the engine would fail on.
+            if best is None or (prompt, -candidate.line) > (best[1], -best[0]):
+                best = (candidate.line, prompt)
+    return best
 
 
 def _prompt_texts(record: dict[str, Any], mask: str) -> list[str]:

@@ -47,19 +47,27 @@ def check_model_fit(spec: RunSpec, model: Path, field: str = "spec") -> dict[str
 
 def check_prompts_fit(spec: RunSpec, model: Path, data: Path | str, field: str = "spec") -> None:
     """Refuse a max_seq_length that the dataset's longest prompt alone fills (the engine would fail on it:
-    nothing left to learn). A lower bound of the prompt's tokens is used, so nothing the engine accepts is
-    refused."""
+    nothing left to learn). A lower bound of every row's prompt tokens refuses first (no tokenizer load);
+    then the rows it ranks highest are counted as the engine counts them, with the chat template
+    (catalog.exact_longest_prompt). Where they cannot be counted here, the bound alone decides, so nothing
+    the engine accepts is refused."""
     if not isinstance(data, Path):  # a hub dataset: read by the trainer
         return
     columns = (spec.prompt_field, spec.completion_field, spec.messages_field, spec.system_field)
     try:
         found = catalog.longest_prompt(data, model, spec.mask_prompt, columns)
+        if found and found.tokens <= spec.max_seq_length:
+            found = catalog.exact_longest_prompt(data, model, spec.mask_prompt, columns)
     except (OSError, ValueError):  # an unreadable split: the trainer (and ValidateDataset) name it
         return
-    if found and found[2] > spec.max_seq_length:
-        file, line, tokens = found
+    if found and found.tokens > spec.max_seq_length:
+        counted = (
+            f"is {found.tokens} tokens with the chat template"
+            if found.exact
+            else (f"is at least {found.tokens} tokens")
+        )
         raise InvalidArgument(
-            f"the prompt of {data.name}/{file}:{line} is at least {tokens} tokens, so max_seq_length="
+            f"the prompt of {data.name}/{found.file}:{found.line} {counted}, so max_seq_length="
             f"{spec.max_seq_length} leaves nothing to learn; raise max_seq_length (or mask_prompt=none)",
             f"{field}.max_seq_length",
         )
