@@ -12,6 +12,7 @@ a wrapper of the same shape, so a coroutine handler never blocks a thread.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import inspect
 import logging
@@ -235,41 +236,40 @@ def _wrap_unary(method: str, behavior: Callable, streaming_request: bool) -> Cal
     return handle
 
 
+@contextlib.asynccontextmanager
+async def _async_stream_call(
+    method: str, context: Any, request: Any, streaming_request: bool, limit: StreamLimit
+) -> AsyncIterator[None]:
+    """The bookkeeping of one coroutine stream: a slot of the stream bound, errors mapped, one log line."""
+    call = _Call(method, context, None if streaming_request else request)
+    try:
+        _check_decoded(request)
+        limit.enter()
+        try:
+            yield
+        finally:
+            limit.leave()
+    except Exception as exc:
+        await call.fail_async(exc, context)
+    finally:
+        call.finish()
+
+
 def _wrap_stream(method: str, behavior: Callable, streaming_request: bool, limit: StreamLimit) -> Callable:
     if inspect.isasyncgenfunction(behavior):
 
         async def handle_async(request: Any, context: Any) -> AsyncIterator[Any]:
-            call = _Call(method, context, None if streaming_request else request)
-            try:
-                _check_decoded(request)
-                limit.enter()
-                try:
-                    async for response in behavior(request, context):
-                        yield response
-                finally:
-                    limit.leave()
-            except Exception as exc:
-                await call.fail_async(exc, context)
-            finally:
-                call.finish()
+            async with _async_stream_call(method, context, request, streaming_request, limit):
+                async for response in behavior(request, context):
+                    yield response
 
         return handle_async
 
     if inspect.iscoroutinefunction(behavior):  # a stream written with context.write (grpc_health's Watch)
 
         async def handle_writer(request: Any, context: Any) -> None:
-            call = _Call(method, context, None if streaming_request else request)
-            try:
-                _check_decoded(request)
-                limit.enter()
-                try:
-                    await behavior(request, context)
-                finally:
-                    limit.leave()
-            except Exception as exc:
-                await call.fail_async(exc, context)
-            finally:
-                call.finish()
+            async with _async_stream_call(method, context, request, streaming_request, limit):
+                await behavior(request, context)
 
         return handle_writer
 
