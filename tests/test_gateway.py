@@ -204,6 +204,7 @@ def test_other_bad_inputs(stub):
 def test_runs_queue_until_a_trainer_comes_and_queued_runs_cancel_at_once(stub, store, chat_data):
     run = stub.SubmitRun(_submit(stub, chat_data), timeout=10).run
     assert run.status == common_pb2.RUN_STATUS_QUEUED and run.trainer_id == ""
+    assert run.owner == "anonymous"  # no tokens: one user, who may cancel it
     assert run.spec.model == "tiny-llama" and not run.spec.HasField("rank")  # recorded as submitted
     queued = stub.ListRuns(trainer_pb2.ListRunsRequest(statuses=[common_pb2.RUN_STATUS_QUEUED]), timeout=5)
     assert [r.id for r in queued.runs] == [run.id]

@@ -124,6 +124,7 @@ def run_to_proto(record: RunRecord) -> common_pb2.Run:
         run_dir=record.run_dir,
         experiment_id=record.experiment_id,
         attempt=record.attempt,
+        owner=record.owner,
     )
     run.spec.CopyFrom(spec_to_proto(record.spec))
     for name in ("created_at", "updated_at", "started_at", "finished_at"):

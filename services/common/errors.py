@@ -62,6 +62,12 @@ class Unauthenticated(ServiceError):
     code = "UNAUTHENTICATED"
 
 
+class PermissionDenied(ServiceError):
+    """The caller is known but may not do this (e.g. cancel a run another user owns)."""
+
+    code = "PERMISSION_DENIED"
+
+
 class Unavailable(ServiceError):
     code = "UNAVAILABLE"
 
@@ -79,6 +85,7 @@ _BY_CODE = {
         FailedPrecondition,
         ResourceExhausted,
         Unauthenticated,
+        PermissionDenied,
         Unavailable,
         Unimplemented,
     )

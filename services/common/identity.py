@@ -41,6 +41,13 @@ def valid_user(name: str) -> bool:
     return bool(_USER.match(name or ""))
 
 
+def may_change(owner: str, caller: str) -> bool:
+    """Whether `caller` may cancel or resume a thing that `owner` submitted. A thing without an owner is
+    anyone's: "" (recorded before owners were) and "anonymous" (made by a gateway without tokens, where all
+    callers are one user; after tokens are turned on, no signed-in user is its owner more than another)."""
+    return owner in ("", ANONYMOUS) or owner == caller
+
+
 def mint_grant(user: str, token: str) -> str:
     return hmac.new(token.encode(), _GRANT_CONTEXT + user.encode(), hashlib.sha256).hexdigest()
 

@@ -46,6 +46,9 @@ class RunRecord:
     # Predicted peak bytes on one trainer by memory kind ("cpu", "gpu"), all data-parallel workers together,
     # set at submit (preflight.predict_peaks); {} = unknown (older records, trainer-submitted runs).
     predicted_peak_bytes: dict[str, int] = field(default_factory=dict)
+    # The user who submitted it (identity.py; "anonymous" without auth), who alone may cancel or resume it.
+    # "" for a run recorded before runs had owners: no one owns it, so anyone may.
+    owner: str = ""
     seq: int = 0
 
     _JSON = ("spec", "error", "metrics", "labels", "placement", "predicted_peak_bytes")
@@ -61,6 +64,7 @@ class RunRecord:
             "placement": json.dumps(self.placement, sort_keys=True),
             "attempt": str(self.attempt),
             "run_dir": self.run_dir,
+            "owner": self.owner,
         }
         if self.predicted_peak_bytes:
             out["predicted_peak_bytes"] = json.dumps(self.predicted_peak_bytes, sort_keys=True)
@@ -99,6 +103,7 @@ class RunRecord:
             placement=load("placement") or {},
             auto_resumes=num("auto_resumes"),
             predicted_peak_bytes={k: int(v) for k, v in (load("predicted_peak_bytes") or {}).items()},
+            owner=values.get("owner", ""),
             seq=num("seq"),
         )
 

@@ -13,10 +13,11 @@ from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     Unavailable,
 )
-from services.common.identity import ANONYMOUS, CALLER_KEY, ApiTokens, Principal
+from services.common.identity import ANONYMOUS, CALLER_KEY, ApiTokens, Principal, may_change
 from services.common.logs import run_context
 from services.common.model_config import read_model_config
 from services.common.records import RunRecord, TrainerRecord, now_ms
@@ -87,7 +88,10 @@ class Gateway:
         placement: dict[str, Any] | None = None,
         labels: dict[str, str] | None = None,
         experiment_id: str = "",
+        owner: str = ANONYMOUS,
     ) -> RunRecord:
+        """Record a run for `owner` (caller_of: the signed-in user, or the user the comparator submits an
+        experiment's run for) and have it placed."""
         # Here: its paths; the trainer checks them again against its own roots.
         resolved = check_spec(spec, self.roots)
         check_name(name)
@@ -104,6 +108,7 @@ class Gateway:
             placement=placement,
             experiment_id=experiment_id,
             predicted_peak_bytes=peaks,  # the placer keeps the run off trainers too small for it
+            owner=owner,
         )
         with run_context(record.id):
             self.store.create_run(record)
@@ -111,10 +116,11 @@ class Gateway:
             self.placer.place_now()
         return self.store.get_run(record.id)
 
-    def cancel(self, run_id: str, reason: str = "") -> RunRecord:
+    def cancel(self, run_id: str, reason: str = "", caller: str = ANONYMOUS) -> RunRecord:
         check_id(run_id, "run_id")
         check_name(reason, "reason")
         record = self.store.get_run(run_id)
+        self._check_owner(record, caller, "cancel")
         if record.status in TERMINAL:
             raise FailedPrecondition(f"run {run_id} already {record.status}", "run_id")
         on_trainer = record.status in ACTIVE and record.trainer
@@ -137,9 +143,10 @@ class Gateway:
         )
         return self.store.get_run(run_id)
 
-    def resume(self, run_id: str) -> RunRecord:
+    def resume(self, run_id: str, caller: str = ANONYMOUS) -> RunRecord:
         check_id(run_id, "run_id")
         record = self.store.get_run(run_id)
+        self._check_owner(record, caller, "resume")
         if record.status not in RESUMABLE:
             raise FailedPrecondition(
                 f"run {run_id} is {record.status}; only FAILED, CANCELLED or LOST runs resume", "run_id"
@@ -157,6 +164,18 @@ class Gateway:
             )
             self.placer.place_now()
         return self.store.get_run(run_id)
+
+    @staticmethod
+    def _check_owner(record: RunRecord, caller: str, verb: str) -> None:
+        """Only a run's owner changes it; reading it (GetRun, WatchRun, its adapter, Generate) is open to
+        every user of the lab. Checked before anything is written. The owner never changes after SubmitRun,
+        so this read and the write that follows need no transaction."""
+        if not may_change(record.owner, caller):
+            raise PermissionDenied(
+                f"run {record.id} belongs to user {record.owner!r}; only its owner can {verb} it "
+                f"(you are {caller!r})",
+                "run_id",
+            )
 
     def waiting_reason(self, record: RunRecord) -> str:
         """Why a queued or resuming run is not placed (no live trainer sees its runs root, has the slots of

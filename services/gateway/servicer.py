@@ -41,6 +41,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         """Who the comparator acts for (the caller) and the grant it may use later for their runs."""
         return self.gateway.principal_of(dict(context.invocation_metadata() or ())).metadata()
 
+    def _caller(self, context) -> str:
+        """The user this call is for (who owns the runs it submits, and may cancel or resume them)."""
+        return self.gateway.caller_of(dict(context.invocation_metadata() or ()))
+
     def _comparator(self):
         return comparator_stub(self.channels, self.config.comparator_address)
 
@@ -53,6 +57,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             placement=placement_from_proto(request.placement),
             labels=dict(request.labels),
             experiment_id=request.experiment_id,
+            owner=self._caller(context),
         )
         return gateway_pb2.SubmitRunResponse(run=codec.run_to_proto(record))
 
@@ -72,11 +77,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             yield response
 
     def CancelRun(self, request, context):
-        record = self.gateway.cancel(request.run_id, request.reason)
+        record = self.gateway.cancel(request.run_id, request.reason, self._caller(context))
         return trainer_pb2.CancelRunResponse(run=codec.run_to_proto(record))
 
     def ResumeRun(self, request, context):
-        return trainer_pb2.ResumeRunResponse(run=codec.run_to_proto(self.gateway.resume(request.run_id)))
+        record = self.gateway.resume(request.run_id, self._caller(context))
+        return trainer_pb2.ResumeRunResponse(run=codec.run_to_proto(record))
 
     def Evaluate(self, request, context):
         check_evaluation(request.split, request.max_batches, request.task_samples)

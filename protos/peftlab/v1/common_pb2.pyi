@@ -366,7 +366,7 @@ class RunEvent(_message.Message):
     def __init__(self, id: _Optional[str] = ..., run_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[StatusChange, _Mapping]] = ..., started: _Optional[_Union[RunStarted, _Mapping]] = ..., step: _Optional[_Union[StepMetrics, _Mapping]] = ..., eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointSaved, _Mapping]] = ..., log: _Optional[_Union[LogLine, _Mapping]] = ..., result: _Optional[_Union[RunMetrics, _Mapping]] = ..., progress: _Optional[_Union[PhaseProgress, _Mapping]] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("id", "name", "status", "spec", "trainer_id", "created_at", "updated_at", "started_at", "finished_at", "error", "progress", "metrics", "run_dir", "experiment_id", "labels", "attempt", "placement", "waiting")
+    __slots__ = ("id", "name", "status", "spec", "trainer_id", "created_at", "updated_at", "started_at", "finished_at", "error", "progress", "metrics", "run_dir", "experiment_id", "labels", "attempt", "placement", "waiting", "owner")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -392,6 +392,7 @@ class Run(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     WAITING_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     status: RunStatus
@@ -410,7 +411,8 @@ class Run(_message.Message):
     attempt: int
     placement: Placement
     waiting: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., spec: _Optional[_Union[RunSpec, _Mapping]] = ..., trainer_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[RunError, _Mapping]] = ..., progress: _Optional[_Union[RunProgress, _Mapping]] = ..., metrics: _Optional[_Union[RunMetrics, _Mapping]] = ..., run_dir: _Optional[str] = ..., experiment_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., attempt: _Optional[int] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., waiting: _Optional[str] = ...) -> None: ...
+    owner: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., spec: _Optional[_Union[RunSpec, _Mapping]] = ..., trainer_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[RunError, _Mapping]] = ..., progress: _Optional[_Union[RunProgress, _Mapping]] = ..., metrics: _Optional[_Union[RunMetrics, _Mapping]] = ..., run_dir: _Optional[str] = ..., experiment_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., attempt: _Optional[int] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., waiting: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class Hardware(_message.Message):
     __slots__ = ("device_kind", "device_name", "cpu_name", "cpu_cores", "total_memory_bytes", "available_memory_bytes", "system_memory_bytes", "metal", "cuda", "recommended_working_set_bytes", "mlx_version", "platform")
