@@ -21,8 +21,8 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 
-from services.common.errors import FailedPrecondition, NotFound, ServiceError
-from services.common.identity import Principal
+from services.common.errors import FailedPrecondition, NotFound, PermissionDenied, ServiceError
+from services.common.identity import ANONYMOUS, Principal, may_change
 from services.common.records import now_ms
 from services.common.redis_store import RunStore
 from services.common.status_machine import TERMINAL as RUN_TERMINAL
@@ -217,8 +217,16 @@ class Comparator:
         records, next_token = self.store.list(page_size(size), token)
         return [self.get(r.id) for r in records], next_token
 
-    def cancel(self, experiment_id: str) -> ExperimentView:
+    def cancel(self, experiment_id: str, caller: str = ANONYMOUS) -> ExperimentView:
+        """Cancel an experiment and its runs; only the user who started it may (its runs are theirs, and
+        the comparator cancels them with that user's grant, so anyone else could otherwise cancel them)."""
         record = self.store.get(experiment_id)
+        if not may_change(record.caller, caller):
+            raise PermissionDenied(
+                f"experiment {experiment_id} belongs to user {record.caller!r}; only its owner can cancel "
+                f"it (you are {caller!r})",
+                "experiment_id",
+            )
         if record.status in TERMINAL:
             raise FailedPrecondition(f"experiment {experiment_id} already {record.status}", "experiment_id")
         try:

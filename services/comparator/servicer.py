@@ -79,11 +79,10 @@ class ComparatorServicer(comparator_pb2_grpc.ComparatorServicer):
             yield pb.WatchExperimentResponse(event=codec.event_to_proto(event))
 
     def CancelExperiment(self, request, context):
-        principal_of(context)
+        caller = principal_of(context).caller
         check_id(request.experiment_id, "experiment_id")
-        return pb.CancelExperimentResponse(
-            experiment=codec.experiment_to_proto(self.comparator.cancel(request.experiment_id))
-        )
+        view = self.comparator.cancel(request.experiment_id, caller)
+        return pb.CancelExperimentResponse(experiment=codec.experiment_to_proto(view))
 
     def GetReport(self, request, context):
         principal_of(context)

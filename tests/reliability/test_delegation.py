@@ -5,12 +5,18 @@ grant for that user, which opens nothing but an experiment's SubmitRun/CancelRun
 from __future__ import annotations
 
 import json
-import time
 
 import grpc
 import pytest
-from peftlab.v1 import comparator_pb2, comparator_pb2_grpc, gateway_pb2, gateway_pb2_grpc, trainer_pb2
-from service_helpers import free_port, start_comparator, start_gateway
+from peftlab.v1 import (
+    common_pb2,
+    comparator_pb2,
+    comparator_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    trainer_pb2,
+)
+from service_helpers import free_port, start_comparator, start_gateway, wait_for
 
 from services.common import transport
 from services.common.codec import spec_to_proto
@@ -65,27 +71,59 @@ def system(monkeypatch, tmp_path, redis_url, redis_prefix, chat_data):
     transport.reload()
 
 
-def test_the_comparator_submits_for_the_caller_with_a_grant_not_a_token(system, store, chat_data):
-    gateway, comparator = system
-    stub = gateway_pb2_grpc.GatewayStub(gateway.channel)
+def _alices_experiment(stub, chat_data) -> tuple[str, str]:
+    """A comparison started by alice, once the comparator has submitted its first run: (experiment, run)."""
     base = spec_to_proto({**SPEC, "data": chat_data.name})
     request = comparator_pb2.StartComparisonRequest(
         name="for alice", base=base, arms=[comparator_pb2.ComparisonArm(name="lora")]
     )
     experiment = stub.StartComparison(request, timeout=30, metadata=_as(ALICE)).experiment
-    deadline = time.monotonic() + 60
-    while not stub.GetExperiment(
-        comparator_pb2.GetExperimentRequest(experiment_id=experiment.id), timeout=10, metadata=_as(ALICE)
-    ).experiment.run_ids:
-        assert time.monotonic() < deadline, "the comparator submitted no run for alice"
-        time.sleep(0.2)
+    get = comparator_pb2.GetExperimentRequest(experiment_id=experiment.id)
+    run_ids = wait_for(
+        lambda: stub.GetExperiment(get, timeout=10, metadata=_as(ALICE)).experiment.run_ids,
+        timeout=60,
+        interval=0.2,
+        what="the comparator's first run for alice",
+    )
+    return experiment.id, run_ids[0]
+
+
+def test_the_comparator_submits_for_the_caller_with_a_grant_not_a_token(system, store, chat_data):
+    gateway, comparator = system
+    stub = gateway_pb2_grpc.GatewayStub(gateway.channel)
+    experiment_id, run_id = _alices_experiment(stub, chat_data)
+    assert store.get_run(run_id).owner == "alice"  # the user it is for, not the comparator
     # Recorded for alice with the gateway's grant; alice's token itself is nowhere in Redis.
-    record = comparator.core.store.get(experiment.id)
+    record = comparator.core.store.get(experiment_id)
     assert (record.caller, record.grant) == ("alice", mint_grant("alice", ALICE))
     dump = json.dumps(
         {k: store.r.hgetall(k) for k in store.r.keys(f"{store.prefix}*") if store.r.type(k) == "hash"}
     )
     assert ALICE not in dump and BOB not in dump
+
+
+def test_an_experiments_runs_are_its_users_and_only_they_cancel_them(system, store, chat_data):
+    gateway, _ = system
+    stub = gateway_pb2_grpc.GatewayStub(gateway.channel)
+    experiment_id, run_id = _alices_experiment(stub, chat_data)
+    cancel_run = trainer_pb2.CancelRunRequest(run_id=run_id)
+    cancel_experiment = comparator_pb2.CancelExperimentRequest(experiment_id=experiment_id)
+    # Bob sees alice's run but cancels it neither directly nor through her experiment.
+    assert stub.GetRun(trainer_pb2.GetRunRequest(run_id=run_id), timeout=10, metadata=_as(BOB)).run.owner == (
+        "alice"
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.CancelRun(cancel_run, timeout=10, metadata=_as(BOB))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert f"run {run_id} belongs to user 'alice'" in caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.CancelExperiment(cancel_experiment, timeout=30, metadata=_as(BOB))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert f"experiment {experiment_id} belongs to user 'alice'" in caught.value.details()
+    assert store.get_run(run_id).status == "QUEUED"  # no trainer: it waits
+    # Alice cancels her experiment; the comparator cancels its runs for her, with her grant.
+    stub.CancelExperiment(cancel_experiment, timeout=30, metadata=_as(ALICE))
+    assert store.get_run(run_id).status == "CANCELLED"
 
 
 def test_the_comparator_refuses_calls_that_name_no_user(system):
@@ -114,8 +152,17 @@ def test_a_grant_opens_only_the_runs_calls_of_its_user_with_the_service_token(sy
     def delegated(service: str, caller: str, grant: str) -> tuple[tuple[str, str], ...]:
         return ((SERVICE_TOKEN_KEY, service), (CALLER_KEY, caller), (GRANT_KEY, grant))
 
-    assert _code(lambda: stub.SubmitRun(submit, timeout=30, metadata=delegated(SERVICE, "alice", grant))) == (
-        grpc.StatusCode.OK
+    run = stub.SubmitRun(submit, timeout=30, metadata=delegated(SERVICE, "alice", grant)).run
+    assert run.owner == "alice"
+    # Acting for bob, the comparator may not cancel alice's run; acting for alice, it may.
+    cancel = trainer_pb2.CancelRunRequest(run_id=run.id)
+    as_bob = delegated(SERVICE, "bob", mint_grant("bob", BOB))
+    assert (
+        _code(lambda: stub.CancelRun(cancel, timeout=30, metadata=as_bob))
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
+    assert stub.CancelRun(cancel, timeout=30, metadata=delegated(SERVICE, "alice", grant)).run.status == (
+        common_pb2.RUN_STATUS_CANCELLED
     )
     refused = {
         "no service token": delegated("", "alice", grant),
