@@ -1,7 +1,8 @@
 """The stack the input suites attack (bad-input corpus, hypothesis messages, grpcurl): gateway, trainer,
 optimizer and comparator on loopback, the gateway's bearer token on, private roots holding the tiny model,
 a small chat dataset, a broken one and symlinks that lead out, and a few real runs to aim at (one finished,
-one queued forever, one cancelled). Shared by the session: it costs one tiny training run, which only the
+one queued forever, one cancelled), submitted by the user 'default' (a second user, 'other', may read but
+not change them). Shared by the session: it costs one tiny training run, which only the
 suites that aim at the finished run wait for (`finished()`)."""
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
-TOKEN = "suites-token"
+TOKEN = "suites-token"  # the user 'default', who submits the stack's runs
+OTHER_TOKEN = "suites-other-token"  # the user 'other': reads those runs, may not cancel or resume them
 UPLOAD_LIMIT = 200_000  # bytes of uploads per user: the corpus' one upload past it is RESOURCE_EXHAUSTED
 # Rows every split of the broken dataset carries: a good one, then lines the catalog must name.
 BROKEN_ROWS = '{"text": "fine"}\nnot json at all\n{"messages": "not a list"}\n'
@@ -60,6 +62,8 @@ def running_input_stack(
     from services.common.codec import spec_to_proto
 
     roots = _roots(base, tiny_model, write_chat_dataset)
+    users = base / "users"
+    users.write_text(f"other {OTHER_TOKEN}\n")  # besides PEFTLAB_API_TOKEN's user 'default'
     prefix = f"in{uuid.uuid4().hex[:6]}:"
     common = {"models_root": roots.models}
     optimizer = start_optimizer()
@@ -73,6 +77,7 @@ def running_input_stack(
         optimizer_address=optimizer.address,
         comparator_address=f"127.0.0.1:{comparator_port}",
         api_token=TOKEN,
+        api_tokens_file=users,
         max_upload_bytes_per_user=UPLOAD_LIMIT,
         **common,
     )
