@@ -4,10 +4,11 @@ and ends when the budget of trials is spent (or the space has nothing untried le
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict
 from typing import Any
 
-from services.common.errors import ServiceError, Unavailable
+from services.common.errors import NotFound, ServiceError, Unavailable
 from services.common.status_machine import TERMINAL as RUN_TERMINAL
 from services.common.validation import overlay_spec
 
@@ -21,6 +22,10 @@ log = logging.getLogger(__name__)
 
 # A study whose first trials all failed stops instead of spending its whole budget on the same error.
 FAIL_FAST_TRIALS = 3
+# A pruned trial's run is cancelled, and it takes a moment (up to the trainer's cancel grace, 60 s by default) to
+# checkpoint and stop. The study ends once those runs have stopped, so that "SUCCEEDED" means none of its runs
+# still holds a trainer; a run that has not stopped after this long does not hold the study up any more.
+PRUNED_STOP_WAIT_SECONDS = 120.0
 
 
 class StudyDriver(Driver):
@@ -33,6 +38,7 @@ class StudyDriver(Driver):
         if self.rule.enabled and self.rule.warmup_trials == 0:
             self.rule = PruningRule(True, self.rule.min_steps, DEFAULT_WARMUP_TRIALS, self.rule.rule)
         self._curves: dict[str, list[list[float]]] = {}
+        self._ending_since: float | None = None
 
     def _trial_event(self, trial: TrialRecord) -> tuple[str, dict]:
         return ("trial", asdict(trial))
@@ -67,6 +73,8 @@ class StudyDriver(Driver):
         return True
 
     def _end(self, trials: list[TrialRecord], exhausted: bool = False) -> bool:
+        if self._pruned_runs_stopping(trials):
+            return True
         if any(t.status == "COMPLETE" for t in trials):
             reason = (
                 "the search space has no untried configuration left" if exhausted else "every trial ended"
@@ -75,6 +83,28 @@ class StudyDriver(Driver):
         else:
             self._fail(trials, f"all {len(trials)} trials failed" if trials else "no configuration to try")
         return False
+
+    def _pruned_runs_stopping(self, trials: list[TrialRecord]) -> bool:
+        """Whether a pruned trial's run is still on its way to a stop (and the study should wait for it)."""
+        pruned = [t.run_id for t in trials if t.status == "PRUNED" and t.run_id]
+        stopping = [run_id for run_id in pruned if not self._stopped(run_id)]
+        if not stopping:
+            return False
+        now = time.monotonic()
+        self._ending_since = self._ending_since or now
+        if now - self._ending_since < PRUNED_STOP_WAIT_SECONDS:
+            return True
+        log.warning(
+            "pruned runs have not stopped; ending the study without them",
+            extra={"experiment_id": self.id, "run_ids": stopping},
+        )
+        return False
+
+    def _stopped(self, run_id: str) -> bool:
+        try:
+            return self.runs.status_of(run_id) in RUN_TERMINAL
+        except NotFound:  # removed meanwhile: it holds nothing
+            return True
 
     def _fail(self, trials: list[TrialRecord], what: str) -> None:
         errors = [t.error for t in trials if t.error]
