@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common import transport
+from services.common.heap import freeze_long_lived
 from services.common.interceptors import ServiceInterceptor, ServiceTokenInterceptor, StreamLimit
 from services.common.watch import close_clients
 
@@ -219,6 +220,7 @@ def serve(
         except BaseException:
             grpc_server.stop(0)  # don't linger half-started (e.g. Redis unreachable)
             raise
+    freeze_long_lived("start")
     log.info("serving", extra={"port": grpc_server.port, "services": ",".join(grpc_server.names)})
     while not stop.wait(1.0):
         pass

@@ -69,6 +69,13 @@ def _page_query(keys: list[str], below: int | None, n: int) -> Callable[[Any], N
     return queue
 
 
+def _trainers_from(replies: list) -> list[TrainerRecord]:
+    """The records of the live ones among (hash, slot members) replies; an expired entry's hash is empty."""
+    return [
+        TrainerRecord.from_hash(replies[i], replies[i + 1]) for i in range(0, len(replies), 2) if replies[i]
+    ]
+
+
 def _merged(keys: list[str], replies: list, n: int) -> list[tuple[str, int]]:
     """The newest `n` of the members the page query found over all keys."""
     merged = [(m, int(s)) for rows in replies[: len(keys)] for m, s in rows]
@@ -453,15 +460,20 @@ class RunStore:
         """Live trainers (registry entry not expired), sorted by id."""
         ids = self.trainer_ids() if ids is None else ids
         pipe = self.r.pipeline(transaction=False)
+        self._queue_trainers(pipe, ids)
+        return _trainers_from(pipe.execute())
+
+    async def list_trainers_async(self, client: Any) -> list[TrainerRecord]:
+        """list_trainers over a redis.asyncio client (GetRun's waiting reason, on the gateway's event loop)."""
+        ids = sorted(await client.smembers(f"{self.prefix}trainers"))
+        async with client.pipeline(transaction=False) as pipe:
+            self._queue_trainers(pipe, ids)
+            return _trainers_from(await pipe.execute())
+
+    def _queue_trainers(self, pipe: Any, ids: Iterable[str]) -> None:
         for trainer_id in ids:
             pipe.hgetall(self.trainer_key(trainer_id))
             pipe.smembers(self.slots_key(trainer_id))
-        replies = pipe.execute()
-        out = []
-        for i in range(0, len(replies), 2):
-            if replies[i]:
-                out.append(TrainerRecord.from_hash(replies[i], replies[i + 1]))
-        return out
 
     def trainer_slot_runs(self, trainer_id: str) -> set[str]:
         """The runs holding slots of the trainer (a data-parallel run once, however many slots it holds)."""

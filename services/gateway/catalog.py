@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.errors import AlreadyExists, FailedPrecondition
+from services.common.heap import freeze_long_lived
 from services.common.model_config import read_model_config
 
 log = logging.getLogger(__name__)
@@ -354,6 +355,22 @@ def create_dataset(
 _TOKENIZER_LOCK = threading.Lock()
 
 
+def warm_tokenizer_imports() -> None:
+    """Import what loading a tokenizer imports (transformers, and torch where installed: about 5 s on a 2-core
+    VM), so that the first SubmitRun or PreviewDataset does not wait for it; then freeze those modules out of
+    the garbage collector's way. The gateway runs it in the background at start."""
+    with _TOKENIZER_LOCK, _ENGINE_TOKENIZER_LOCK:  # the order nothing else takes both in: no deadlock
+        start = time.monotonic()
+        try:
+            from mlx_lm.utils import load_tokenizer  # noqa: F401
+            from transformers import AutoTokenizer  # noqa: F401
+        except Exception as exc:  # noqa: BLE001 - a missing extra shows at the first load, in words
+            log.info("tokenizer imports not warmed (%s: %s)", type(exc).__name__, str(exc)[:200])
+            return
+        log.info("tokenizer imports warmed", extra={"seconds": round(time.monotonic() - start, 1)})
+    freeze_long_lived("the tokenizer imports")
+
+
 def _tokenizer(model_dir: str) -> Any:
     # One at a time: two first calls at once (two previews in flight) made `from transformers import
     # AutoTokenizer` fail on a half-initialized module in one of the gRPC threads.
@@ -367,7 +384,9 @@ def _load_tokenizer(model_dir: str) -> Any:
 
     read_model_config(Path(model_dir))  # a broken config.json is named, not a transformers traceback
     try:
-        return AutoTokenizer.from_pretrained(model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        freeze_long_lived(f"the tokenizer of {Path(model_dir).name}")
+        return tokenizer
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise FailedPrecondition(
             f"cannot load the tokenizer of model {Path(model_dir).name!r} "
@@ -602,7 +621,9 @@ def _load_engine_tokenizer(model_dir: str, _version: tuple) -> Any:
         from mlx_lm.utils import load_config, load_tokenizer
 
         path = Path(model_dir)
-        return load_tokenizer(path, eos_token_ids=load_config(path).get("eos_token_id"))
+        tokenizer = load_tokenizer(path, eos_token_ids=load_config(path).get("eos_token_id"))
+        freeze_long_lived(f"the engine tokenizer of {path.name}")
+        return tokenizer
     except Exception as exc:  # noqa: BLE001 - any failure leaves the lower bound standing, never a refusal
         log.info(
             "prompt lengths counted by a lower bound: the tokenizer does not load (%s: %s)",

@@ -40,7 +40,7 @@ from services.common.validation import (
 )
 from services.gateway import catalog, preflight
 from services.gateway.config import GatewayConfig
-from services.gateway.placement import DEVICES, Placer, may_wait_for_a_trainer, waiting_reason
+from services.gateway.placement import DEVICES, Placer
 from services.gateway.trainers import TrainerClients
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class Gateway:
 
     def start(self) -> None:
         self.placer.start()
+        threading.Thread(target=catalog.warm_tokenizer_imports, name="warm-tokenizers", daemon=True).start()
 
     def shutdown(self) -> None:
         self.placer.stop()
@@ -176,13 +177,6 @@ class Gateway:
                 f"(you are {caller!r})",
                 "run_id",
             )
-
-    def waiting_reason(self, record: RunRecord) -> str:
-        """Why a queued or resuming run is not placed (no live trainer sees its runs root, has the slots of
-        its data-parallel workers or the memory of its predicted peak); else ""."""
-        if not may_wait_for_a_trainer(record):
-            return ""
-        return waiting_reason(record, self.store.list_trainers())
 
     # ---- which trainer serves a call ----
 

@@ -3,7 +3,6 @@ or the comparator, encode. Downstream calls carry the request id and at most the
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 
@@ -24,7 +23,7 @@ from services.common.validation import check_evaluation, check_generation, check
 from services.common.watch import AsyncRedis
 from services.gateway import adapters
 from services.gateway.gateway import Gateway, check_placement
-from services.gateway.placement import may_wait_for_a_trainer
+from services.gateway.placement import may_wait_for_a_trainer, waiting_reason
 from services.gateway.trainers import CHANNEL_OPTIONS, Channels, comparator_stub, optimizer_stub
 
 
@@ -66,7 +65,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         record = await get_run(self.events, self.store, request.run_id)
         run = codec.run_to_proto(record)
         if may_wait_for_a_trainer(record):  # queued or resuming, unplaced: reads the trainer registry
-            run.waiting = await asyncio.to_thread(self.gateway.waiting_reason, record)
+            # On the loop too: a hop to a pool thread and back waits on the interpreter lock twice, and under
+            # load that handoff, not the Redis reads, was most of GetRun's p99 (bench/load.py).
+            trainers = await self.store.list_trainers_async(self.events.client())
+            run.waiting = waiting_reason(record, trainers)
         return trainer_pb2.GetRunResponse(run=run)
 
     async def ListRuns(self, request, context):
