@@ -65,8 +65,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         record = await get_run(self.events, self.store, request.run_id)
         run = codec.run_to_proto(record)
         if may_wait_for_a_trainer(record):  # queued or resuming, unplaced: reads the trainer registry
-            # On the loop too: a hop to a pool thread and back waits on the interpreter lock twice, and under
-            # load that handoff, not the Redis reads, was most of GetRun's p99 (bench/load.py).
+            # On the loop too: a hop to a pool thread and back would wait on the interpreter lock twice.
             trainers = await self.store.list_trainers_async(self.events.client())
             run.waiting = waiting_reason(record, trainers)
         return trainer_pb2.GetRunResponse(run=run)
